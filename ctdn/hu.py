@@ -1,0 +1,102 @@
+"""Hounsfield-unit conventions, in one place.
+
+The model works on the HU window [-1000, 1000] mapped linearly to [-1, 1] (the seed's
+normalisation). Metrics use the same window mapped to [0, 1]. Physical attenuation uses
+``mu = MU_WATER * (1 + HU / 1000)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import InputError, InputTypeError
+
+__all__ = [
+    "HU_MIN",
+    "HU_MAX",
+    "MU_WATER",
+    "HU_AIR",
+    "hu_to_unit",
+    "unit_to_hu",
+    "hu_to_01",
+    "hu_to_mu",
+    "mu_to_hu",
+    "check_hu",
+    "window",
+]
+
+HU_MIN = -1000.0
+HU_MAX = 1000.0
+HU_AIR = -1000.0
+# Linear attenuation of water at an effective energy of ~70 keV, in 1/mm (the seed's value).
+MU_WATER = 0.019
+
+
+def hu_to_unit(hu, lo: float = HU_MIN, hi: float = HU_MAX):
+    """HU -> [-1, 1] after clipping to [lo, hi] (the model's input scale)."""
+    return 2.0 * (_clip(hu, lo, hi) - lo) / (hi - lo) - 1.0
+
+
+def unit_to_hu(x, lo: float = HU_MIN, hi: float = HU_MAX):
+    """[-1, 1] -> HU; the inverse of :func:`hu_to_unit` inside the window."""
+    return (x + 1.0) * 0.5 * (hi - lo) + lo
+
+
+def hu_to_01(hu, lo: float = HU_MIN, hi: float = HU_MAX):
+    """HU -> [0, 1] after clipping (the metric scale: PSNR with data range 1)."""
+    return (_clip(hu, lo, hi) - lo) / (hi - lo)
+
+
+def hu_to_mu(hu, mu_water: float = MU_WATER):
+    """HU -> linear attenuation in 1/mm, clipped at 0 (nothing attenuates less than vacuum)."""
+    mu = mu_water * (1.0 + hu / 1000.0)
+    return mu.clip(min=0.0) if hasattr(mu, "clip") else max(mu, 0.0)
+
+
+def mu_to_hu(mu, mu_water: float = MU_WATER):
+    """Linear attenuation in 1/mm -> HU."""
+    return (mu / mu_water - 1.0) * 1000.0
+
+
+def window(hu, level: float, width: float):
+    """Display window (level, width) -> [0, 1]; e.g. soft tissue is (40, 400)."""
+    return hu_to_01(hu, level - width / 2.0, level + width / 2.0)
+
+
+def check_hu(hu, *, name: str = "image", ndim: tuple[int, ...] = (2, 3)) -> np.ndarray:
+    """Validate a user's HU array and return it as float32 without touching the original.
+
+    Raises a clear :class:`~ctdn.errors.InputError` for the wrong number of dimensions, an empty
+    array, or non-finite values, and :class:`~ctdn.errors.InputTypeError` for non-real dtypes.
+    """
+    try:
+        import torch
+
+        if isinstance(hu, torch.Tensor):
+            hu = hu.detach().cpu().numpy()
+    except ImportError:  # pragma: no cover - torch is a hard dependency
+        pass
+    if not isinstance(hu, np.ndarray):
+        try:
+            hu = np.asarray(hu)
+        except Exception as exc:  # noqa: BLE001 - anything unconvertible is a type problem
+            raise InputTypeError(f"{name}: cannot convert {type(hu).__name__} to an array") from exc
+    if hu.dtype == bool or not (np.issubdtype(hu.dtype, np.integer) or np.issubdtype(hu.dtype, np.floating)):
+        raise InputTypeError(f"{name}: expected a real-valued array in HU, got dtype {hu.dtype}")
+    if hu.ndim not in ndim:
+        want = " or ".join(f"{d}-D" for d in ndim)
+        raise InputError(f"{name}: expected a {want} array in HU, got shape {tuple(hu.shape)}")
+    if hu.size == 0:
+        raise InputError(f"{name}: the array is empty (shape {tuple(hu.shape)})")
+    out = hu.astype(np.float32, copy=True)
+    bad = ~np.isfinite(out)
+    if bad.any():
+        raise InputError(
+            f"{name}: {int(bad.sum())} non-finite value(s) (NaN or inf), first at index "
+            f"{tuple(int(i) for i in np.argwhere(bad)[0])}"
+        )
+    return out
+
+
+def _clip(x, lo, hi):
+    return x.clip(lo, hi) if hasattr(x, "clip") else min(max(x, lo), hi)
