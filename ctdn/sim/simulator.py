@@ -207,25 +207,27 @@ class Simulator:
         ]
         return self.reconstruct_hu(torch.stack(noisy), shape).cpu().numpy()
 
-    def simulate_doses(self, hu, doses: Sequence[float], *, seed=None) -> dict[float, np.ndarray]:
+    def simulate_doses(
+        self, hu, doses: Sequence[float], *, seed=None, progress: bool = False
+    ) -> dict[float, np.ndarray]:
         """Mode (a) at several doses from one forward projection: {dose: HU array like ``hu``}."""
         arr, squeeze = _stack(hu)
         dose_list = [float(d) for d in check_dose(list(doses), name="doses")]
         entropy = _entropy(seed)
         out = {d: np.empty_like(arr) for d in dose_list}
-        for s0 in range(0, len(arr), self.batch_size):
+        for s0 in _batches(len(arr), self.batch_size, progress, "simulating"):
             p = self.project(arr[s0 : s0 + self.batch_size])
             for d in dose_list:
                 out[d][s0 : s0 + len(p)] = self._recon_noisy(p, [d] * len(p), s0, entropy, arr.shape[-2:])
         return {d: (v[0] if squeeze else v) for d, v in out.items()}
 
-    def simulate(self, hu, dose, *, seed=None) -> np.ndarray:
+    def simulate(self, hu, dose, *, seed=None, progress: bool = False) -> np.ndarray:
         """Mode (a): reconstruct ``hu`` as if scanned at ``dose`` (scalar or one per slice)."""
         arr, squeeze = _stack(hu)
         doses = check_dose(dose, len(arr))
         entropy = _entropy(seed)
         out = np.empty_like(arr)
-        for s0 in range(0, len(arr), self.batch_size):
+        for s0 in _batches(len(arr), self.batch_size, progress, "simulating"):
             p = self.project(arr[s0 : s0 + self.batch_size])
             out[s0 : s0 + len(p)] = self._recon_noisy(p, doses[s0 : s0 + len(p)], s0, entropy, arr.shape[-2:])
         return out[0] if squeeze else out
@@ -239,7 +241,9 @@ class Simulator:
             out[s0 : s0 + len(p)] = self.reconstruct_hu(p, arr.shape[-2:]).cpu().numpy()
         return out[0] if squeeze else out
 
-    def insert_noise(self, ndct_hu, dose, *, seed=None, ndct_dose: float = 1.0) -> np.ndarray:
+    def insert_noise(
+        self, ndct_hu, dose, *, seed=None, ndct_dose: float = 1.0, progress: bool = False
+    ) -> np.ndarray:
         """Mode (b): add noise to a real scan at ``ndct_dose`` so it looks scanned at ``dose``."""
         arr, squeeze = _stack(ndct_hu, name="ndct_hu")
         full = float(check_dose(ndct_dose, name="ndct_dose"))
@@ -252,7 +256,7 @@ class Simulator:
         entropy = _entropy(seed)
         i0_full = self._photons(full)
         out = arr.copy()
-        for s0 in range(0, len(arr), self.batch_size):
+        for s0 in _batches(len(arr), self.batch_size, progress, "inserting noise"):
             p = self.project(arr[s0 : s0 + self.batch_size])
             noise = []
             for i in range(len(p)):
@@ -262,6 +266,19 @@ class Simulator:
             recon = fbp(torch.stack(noise), self.geometry, arr.shape[-2:], self.pixel_size(arr.shape[-2:]))
             out[s0 : s0 + len(p)] += recon.mul_(1000.0 / MU_WATER).cpu().numpy()
         return out[0] if squeeze else out
+
+
+def _batches(n: int, size: int, progress: bool, desc: str):
+    """Start indices of slice batches, with a progress bar over slices when asked."""
+    if not progress:
+        yield from range(0, n, size)
+        return
+    from tqdm.auto import tqdm
+
+    with tqdm(total=n, desc=desc, unit="slice") as bar:
+        for s0 in range(0, n, size):
+            yield s0
+            bar.update(min(size, n - s0))
 
 
 def _stack(hu, *, name: str = "hu") -> tuple[np.ndarray, bool]:
@@ -280,13 +297,13 @@ def _simulator(kwargs: dict) -> Simulator:
     return Simulator(Geometry.from_kwargs(**geo_kw), **sim_kw)
 
 
-def simulate(hu, dose, *, seed=None, **geometry) -> np.ndarray:
+def simulate(hu, dose, *, seed=None, progress: bool = False, **geometry) -> np.ndarray:
     """Simulate a scan of clean ``hu`` (H, W) or (N, H, W) at ``dose`` (fraction of routine dose).
 
     Keywords: any :class:`Geometry` field (``kind``, ``views``, ``detectors``, ``filter``, ...) and
     ``pixel_size_mm`` (default 360 mm / larger image side), ``i0``, ``sigma_e``, ``device``.
     """
-    return _simulator(geometry).simulate(hu, dose, seed=seed)
+    return _simulator(geometry).simulate(hu, dose, seed=seed, progress=progress)
 
 
 def simulate_doses(hu, doses, *, seed=None, **geometry) -> dict[float, np.ndarray]:
@@ -294,9 +311,11 @@ def simulate_doses(hu, doses, *, seed=None, **geometry) -> dict[float, np.ndarra
     return _simulator(geometry).simulate_doses(hu, doses, seed=seed)
 
 
-def insert_noise(ndct_hu, dose, *, seed=None, ndct_dose: float = 1.0, **geometry) -> np.ndarray:
+def insert_noise(
+    ndct_hu, dose, *, seed=None, ndct_dose: float = 1.0, progress: bool = False, **geometry
+) -> np.ndarray:
     """Add projection-domain noise to a real normal-dose scan so it has the noise of ``dose``."""
-    return _simulator(geometry).insert_noise(ndct_hu, dose, seed=seed, ndct_dose=ndct_dose)
+    return _simulator(geometry).insert_noise(ndct_hu, dose, seed=seed, ndct_dose=ndct_dose, progress=progress)
 
 
 def noiseless(hu, **geometry) -> np.ndarray:

@@ -1,0 +1,53 @@
+"""PNG panels of CT slices (Pillow only; matplotlib is not needed)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from .hu import window as apply_window
+
+__all__ = ["panel"]
+
+
+def panel(
+    images: Sequence[np.ndarray],
+    titles: Sequence[str],
+    path: str | os.PathLike,
+    *,
+    level: float = 40.0,
+    width: float = 400.0,
+    columns: int | None = None,
+    tile: int = 256,
+) -> Path:
+    """Write HU slices side by side in one display window, each titled, as an 8-bit PNG."""
+    if len(images) != len(titles) or not images:
+        raise ValueError("panel needs one title per image and at least one image")
+    cols = columns or len(images)
+    rows = -(-len(images) // cols)
+    bar = 18
+    canvas = Image.new("L", (cols * tile, rows * (tile + bar)), color=0)
+    draw = ImageDraw.Draw(canvas)
+    for i, (img, title) in enumerate(zip(images, titles, strict=True)):
+        u8 = (apply_window(np.asarray(img, dtype=np.float32), level, width) * 255 + 0.5).astype(np.uint8)
+        tile_img = Image.fromarray(u8).resize((tile, tile), Image.Resampling.BILINEAR)
+        x, y = (i % cols) * tile, (i // cols) * (tile + bar)
+        canvas.paste(tile_img, (x, y + bar))
+        draw.text((x + 4, y + 3), title, fill=255)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Atomic: a crash never leaves a half-written PNG behind.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".png")
+    os.close(fd)
+    try:
+        canvas.save(tmp, format="PNG")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
