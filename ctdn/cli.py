@@ -62,8 +62,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"{sim.geometry.detectors} channels, {sim.geometry.filter} filter, device {sim.device.type}"
     )
     print("Noise std is measured in the phantom's uniform region against the noise-free reconstruction;")
+    print("'30 cm ref' is the calibration: 10 HU at full dose in a 30 cm soft-tissue cylinder, / sqrt(dose);")
     print("PSNR/SSIM on the [-1000, 1000] HU window against the noise-free reconstruction.\n")
-    cols = ("noise std", "10/sqrt(d)", "mean shift", "RMSE", "PSNR", "SSIM")
+    cols = ("noise std", "30 cm ref", "mean shift", "RMSE", "PSNR", "SSIM")
     print(f"{'dose':>6} " + " ".join(f"{c:>{w}}" for c, w in zip(cols, (10, 11, 11, 8, 7, 7), strict=True)))
     print(f"{'':>6} {'(HU)':>10} {'(HU)':>11} {'(HU)':>11} {'(HU)':>8} {'(dB)':>7} {'':>7}")
     for d in sorted(noisy, reverse=True):
@@ -129,8 +130,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         like = read_dicom(src, series_uid=args.series_uid)
         hu = like.hu
         dy, dx = like.spacing[1], like.spacing[2]
-        if abs(dy - dx) > 0.01 * dx:
-            raise InputError(f"non-square pixels ({dy} x {dx} mm) are not supported by the simulator")
+        if args.pixel_size is None and abs(dy - dx) > 0.01 * dx:
+            raise InputError(
+                f"non-square pixels ({dy} x {dx} mm): the simulator needs square pixels; "
+                "pass --pixel-size to treat them as square"
+            )
         pixel = args.pixel_size or dx
     sim = Simulator(geometry, pixel_size_mm=pixel, device=args.device)
     t0 = time.perf_counter()
