@@ -5,7 +5,8 @@ abdomen, 250 mm for the head), so ``size`` only sets the pixel size (``FOV_MM[ki
 ``size=128`` is the same anatomy as ``size=512`` at coarser pixels. Shapes are rendered at twice
 the resolution and area-averaged, so edges carry partial-volume values instead of stair steps. A
 seeded smooth random field (correlation length ~1.5 mm; 1.5-3 HU, 15 HU in lung) is added to
-soft tissue, fat and lung so that images are not piecewise flat. The same (kind, seed, size) gives a bitwise identical phantom.
+soft tissue, fat and lung so that images are not piecewise flat. The same (kind, seed, size)
+gives a bitwise identical phantom.
 
 Typical values (HU; each phantom draws its own within these ranges):
 
