@@ -301,6 +301,14 @@ def test_bad_settings_are_refused():
         simulate(hu, 0.5, seed=-1, **dict(SMALL, pixel_size_mm=360.0 / 32))
     with pytest.raises(InputError, match="i0"):
         simulate(hu, 0.5, i0=0.0, **dict(SMALL, pixel_size_mm=360.0 / 32))
+    with pytest.raises(InputError, match="sigma_e"):
+        simulate(hu, 0.5, sigma_e=-1.0, **dict(SMALL, pixel_size_mm=360.0 / 32))
+    with pytest.raises(InputError, match="pixel_size_mm"):
+        simulate(hu, 0.5, pixel_size_mm=float("nan"))
+    with pytest.raises(DoseError):
+        simulate_doses(hu, [0.1, 2.0], **dict(SMALL, pixel_size_mm=360.0 / 32))
+    one = simulate_doses(hu, 0.25, seed=1, **dict(SMALL, pixel_size_mm=360.0 / 32))
+    assert list(one) == [0.25]
     # A 32 x 20 mm pixel image is 640 mm across: beyond the 500 mm field of view.
     with pytest.raises(InputError, match="field of view"):
         simulate(np.zeros((32, 32), np.float32), 0.5, pixel_size_mm=20.0)

@@ -69,7 +69,7 @@ class NpyDataset(PairDataset):
         root = Path(root)
         if not root.is_dir():
             raise InputError(f"{root} is not a folder")
-        dose_list = [float(d) for d in check_dose(list(doses), name="doses")]
+        dose_list = [float(d) for d in np.atleast_1d(check_dose(doses, name="doses"))]
         folders = (
             [root]
             if _series(root, "NDCT_hu")

@@ -85,7 +85,7 @@ class SyntheticDataset(PairDataset):
             raise InputError(f"unknown phantom kind(s) {bad}; choose from {', '.join(KINDS)}")
         if target not in TARGETS:
             raise InputError(f"target must be one of {TARGETS}, got {target!r}")
-        self.doses = tuple(float(d) for d in check_dose(list(doses), name="doses"))
+        self.doses = tuple(float(d) for d in np.atleast_1d(check_dose(doses, name="doses")))
         if isinstance(geometry, dict):
             geometry = Geometry.from_kwargs(**geometry)
         self.geometry = geometry or Geometry()

@@ -104,6 +104,11 @@ def _entropy(seed) -> int:
     return int(seed)
 
 
+def _is_number(v) -> bool:
+    real = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+    return real and math.isfinite(v)
+
+
 def _default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -122,17 +127,11 @@ class Simulator:
         batch_size: int | None = None,
     ) -> None:
         self.geometry = geometry or Geometry()
-        for name, v, lo in (("i0", i0, 0.0), ("sigma_e", sigma_e, -1e-300)):
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= lo:
-                raise InputError(
-                    f"{name} must be a {'positive' if lo == 0 else 'non-negative'} number, got {v!r}"
-                )
-        if pixel_size_mm is not None and (
-            isinstance(pixel_size_mm, bool)
-            or not isinstance(pixel_size_mm, (int, float))
-            or not math.isfinite(pixel_size_mm)
-            or pixel_size_mm <= 0
-        ):
+        for name, v, strict in (("i0", i0, True), ("sigma_e", sigma_e, False)):
+            if not _is_number(v) or v < 0 or (strict and v == 0):
+                kind = "positive" if strict else "non-negative"
+                raise InputError(f"{name} must be a {kind} number, got {v!r}")
+        if pixel_size_mm is not None and (not _is_number(pixel_size_mm) or pixel_size_mm <= 0):
             raise InputError(f"pixel_size_mm must be a positive number, got {pixel_size_mm!r}")
         self.pixel_size_mm = pixel_size_mm
         self.i0 = float(i0)
@@ -212,7 +211,7 @@ class Simulator:
     ) -> dict[float, np.ndarray]:
         """Mode (a) at several doses from one forward projection: {dose: HU array like ``hu``}."""
         arr, squeeze = _stack(hu)
-        dose_list = [float(d) for d in check_dose(list(doses), name="doses")]
+        dose_list = [float(d) for d in np.atleast_1d(check_dose(doses, name="doses"))]
         entropy = _entropy(seed)
         out = {d: np.empty_like(arr) for d in dose_list}
         for s0 in _batches(len(arr), self.batch_size, progress, "simulating"):
