@@ -338,3 +338,31 @@ def test_cuda_matches_cpu():
     cpu = noiseless(hu, device="cpu", **SMALL)
     gpu = noiseless(hu, device="cuda", **SMALL)
     np.testing.assert_allclose(gpu, cpu, atol=0.05)
+
+
+@pytest.mark.skipif(
+    __import__("importlib.util").util.find_spec("data_store") is None,
+    reason="pydicom-data (the 512x512 real CT slice 693_UNCI.dcm) is not installed",
+)
+def test_insert_noise_on_a_real_scanner_slice():
+    """Mode (b) on real CT: added noise std grows as sqrt(1/dose - 1), no mean shift, padding kept."""
+    from pydicom.data import get_testdata_file
+
+    from ctdn.io import read_dicom
+
+    vol = read_dicom(get_testdata_file("693_UNCI.dcm"))
+    hu = vol.hu[0]
+    before = hu.copy()
+    body = hu > -500
+    padding = hu < -1100
+    assert padding.any()  # this scan is padded outside its field of view
+    std = {}
+    for d in (0.5, 0.1):
+        out = insert_noise(hu, d, seed=0, pixel_size_mm=vol.spacing[2])
+        diff = out - hu
+        assert abs(float(diff[body].mean())) < 1.0
+        np.testing.assert_array_equal(out[padding], hu[padding])
+        std[d] = float(diff[body].std())
+    predicted = math.sqrt(1 / 0.1 - 1) / math.sqrt(1 / 0.5 - 1)
+    assert abs(std[0.1] / std[0.5] - predicted) / predicted < 0.10, std
+    np.testing.assert_array_equal(hu, before)

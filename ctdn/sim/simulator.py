@@ -62,6 +62,9 @@ __all__ = [
 DEFAULT_I0 = 9.4e5
 # Electronic noise, std in photon counts per reading (of the order reported for clinical detectors).
 DEFAULT_SIGMA_E = 5.0
+# Values below this are padding outside the reconstructed field (e.g. -2000, -3024), not tissue:
+# noise insertion leaves them unchanged.
+PADDING_BELOW_HU = -1100.0
 # Field of view assumed when no pixel size is given: 360 mm across the larger image dimension.
 DEFAULT_FOV_MM = 360.0
 
@@ -243,7 +246,10 @@ class Simulator:
     def insert_noise(
         self, ndct_hu, dose, *, seed=None, ndct_dose: float = 1.0, progress: bool = False
     ) -> np.ndarray:
-        """Mode (b): add noise to a real scan at ``ndct_dose`` so it looks scanned at ``dose``."""
+        """Mode (b): add noise to a real scan at ``ndct_dose`` so it looks scanned at ``dose``.
+
+        Pixels below ``PADDING_BELOW_HU`` (padding outside the field of view) are left unchanged.
+        """
         arr, squeeze = _stack(ndct_hu, name="ndct_hu")
         full = float(check_dose(ndct_dose, name="ndct_dose"))
         doses = check_dose(dose, len(arr))
@@ -264,6 +270,9 @@ class Simulator:
                 noise.append(self.insertion_sinogram(p[i], d / full, i0_full, gen))
             recon = fbp(torch.stack(noise), self.geometry, arr.shape[-2:], self.pixel_size(arr.shape[-2:]))
             out[s0 : s0 + len(p)] += recon.mul_(1000.0 / MU_WATER).cpu().numpy()
+        # Padding outside the scanner's field of view (below any physical HU) stays as it was.
+        padding = arr < PADDING_BELOW_HU
+        out[padding] = arr[padding]
         return out[0] if squeeze else out
 
 
