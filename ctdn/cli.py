@@ -13,15 +13,14 @@ modified and existing outputs are never overwritten without ``--overwrite``.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 from . import __version__
+from ._atomic import atomic_path
 from .errors import CTDNError, InputError
 
 DEMO_DOSES = (0.7, 0.5, 0.25, 0.1)
@@ -96,18 +95,6 @@ def _check_output(path: Path, overwrite: bool, inputs: list[Path]) -> None:
         raise InputError(f"output {path} already exists; pass --overwrite to replace it")
 
 
-def _save_npy_atomic(arr: np.ndarray, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".npy")
-    os.close(fd)
-    try:
-        np.save(tmp, arr)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def cmd_simulate(args: argparse.Namespace) -> int:
     from .sim import Geometry, Simulator
 
@@ -146,7 +133,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if like is None:
         if dst.suffix != ".npy":
             raise InputError(f"a .npy input needs a .npy output, got {dst}")
-        _save_npy_atomic(out.astype(np.float32), dst)
+        with atomic_path(dst) as tmp:
+            np.save(tmp, out.astype(np.float32))
     else:
         from .io import write_dicom
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ._atomic import atomic_path
 from .hu import window as apply_window
 
 __all__ = ["panel"]
@@ -40,14 +40,6 @@ def panel(
         canvas.paste(tile_img, (x, y + bar))
         draw.text((x + 4, y + 3), title, fill=255)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Atomic: a crash never leaves a half-written PNG behind.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".png")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:  # a crash never leaves a half-written PNG behind
         canvas.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path

@@ -74,3 +74,18 @@ def test_metrics_edge_cases():
         metrics.ssim(np.zeros((8, 8)), np.zeros((8, 8)))
     with pytest.raises(InputError, match="empty"):
         metrics.noise_std(x, x, np.zeros((16, 16), bool))
+
+
+def test_atomic_path_leaves_old_content_on_failure(tmp_path):
+    from ctdn._atomic import atomic_path
+
+    target = tmp_path / "out.npy"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("crash while writing")
+    assert target.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.npy"]
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(b"new")
+    assert target.read_bytes() == b"new" and len(list(tmp_path.iterdir())) == 1

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 import time
 import warnings
 import zipfile
@@ -31,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._atomic import atomic_path
 from .._version import __version__
 from ..errors import CacheError, InputError
 from ..phantoms import KINDS, generate
@@ -182,7 +181,8 @@ class SyntheticDataset(PairDataset):
                 detail = "; ".join(f"{k}: cache {stored.get(k)!r} vs now {meta.get(k)!r}" for k in diff)
                 raise CacheError(f"cache {self.cache_dir} was built with other settings ({detail})")
         else:
-            _write_atomic(meta_path, json.dumps(meta, indent=2).encode())
+            with atomic_path(meta_path) as tmp:
+                tmp.write_text(json.dumps(meta, indent=2))
 
     def _cache_file(self, p: int, s: int) -> Path:
         return self.cache_dir / f"p{p:04d}_s{s:04d}.npz"
@@ -212,30 +212,13 @@ class SyntheticDataset(PairDataset):
         ldct, target = self._slice(p, s, self.doses)
         data = {"target": _to_int16(target)}
         data.update({f"ldct_{k}": _to_int16(ldct[d]) for k, d in enumerate(self.doses)})
-        fd, tmp = tempfile.mkstemp(dir=self.cache_dir, prefix=".", suffix=".npz")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **data)
-            os.replace(tmp, self._cache_file(p, s))
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_path(self._cache_file(p, s)) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **data)
         return data
 
 
 def _to_int16(hu: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(hu), -32768, 32767).astype(np.int16)
-
-
-def _write_atomic(path: Path, payload: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=path.suffix)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def build_cache(dataset: SyntheticDataset, *, progress: bool = True) -> dict:
