@@ -136,8 +136,8 @@ def test_noiseless_reconstruction_matches_the_object_within_the_resolution_limit
 
 @pytest.mark.parametrize("kind", ["thorax", "abdomen", "head"])
 def test_noiseless_reconstruction_of_anatomical_phantoms(kind):
-    """Documented limit: < 3 HU RMS more than 3 pixels from any edge (measured 1.2-2.4 HU, the
-    Hann kernel smoothing the 1.5 mm texture); uniform region mean within 0.5 HU."""
+    """Documented limit: < 3 HU RMS more than 3 pixels from any edge (measured 1.3-2.4 HU, the
+    Hann kernel smoothing the phantoms' fine texture); uniform region mean within 0.5 HU."""
     from scipy import ndimage
 
     from ctdn import phantoms

@@ -1,4 +1,11 @@
-"""The seed project's .npy layout: ``NDCT_hu.npy`` beside ``LDCT_{10,25,50,70}_hu.npy``."""
+"""The seed project's .npy layout: ``NDCT_hu.npy`` beside ``LDCT_{10,25,50,70}_hu.npy``.
+
+The number in ``LDCT_<percent>_hu`` is the dose in percent of the routine dose. The files sit either
+directly in ``root`` (one patient, named after the folder) or in one sub-folder per patient. Each
+series is a 3-D stack (N, H, W), a single 2-D slice, or a folder ``NDCT_hu/`` (``LDCT_10_hu/``,
+...) of per-slice 2-D ``.npy`` files taken in name order. Stacks are memory-mapped: an item reads
+one slice of each file.
+"""
 
 from __future__ import annotations
 
@@ -37,9 +44,14 @@ class _Slices:
     @staticmethod
     def _open(path: Path) -> np.ndarray:
         try:
-            return np.load(path, mmap_mode="r", allow_pickle=False)
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
         except (ValueError, OSError, EOFError) as exc:
             raise InputError(f"cannot read {path} as a .npy array: {exc}") from exc
+        if not isinstance(arr, np.ndarray) or not (
+            np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
+        ):
+            raise InputError(f"{path}: expected a real-valued HU array, got {getattr(arr, 'dtype', arr)!r}")
+        return arr
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -49,10 +61,15 @@ class _Slices:
         if self.stack is None and arr.shape != self.shape[1:]:
             raise InputError(f"{self.files[i]}: shape {arr.shape} differs from {self.shape[1:]}")
         out = np.array(arr, dtype=np.float32)
-        if not np.isfinite(out).all():
-            where = self.files[i] if self.stack is None else f"{self.path} slice {i}"
-            raise InputError(f"{where}: non-finite values (NaN or inf)")
+        bad = int((~np.isfinite(out)).sum())
+        if bad:
+            where = self.files[i] if self.stack is None else self.path
+            raise InputError(f"{where}, slice {i}: {bad} non-finite value(s) (NaN or inf)")
         return out
+
+
+def _name(dose: float) -> str:
+    return f"LDCT_{int(round(dose * 100))}_hu"
 
 
 def _series(folder: Path, name: str) -> Path | None:
@@ -63,7 +80,12 @@ def _series(folder: Path, name: str) -> Path | None:
 
 
 class NpyDataset(PairDataset):
-    """Pairs from ``NDCT_hu`` and ``LDCT_<percent>_hu`` stacks, in ``root`` or one folder per patient."""
+    """Pairs from ``NDCT_hu`` and ``LDCT_<percent>_hu`` series, in ``root`` or one folder per patient.
+
+    Items enumerate (patient, slice, dose) for each of ``doses`` whose series exists. Shapes are
+    checked at construction (every LDCT series must match the NDCT one); non-finite values raise
+    :class:`~ctdn.errors.InputError` naming the file and slice when the item is read.
+    """
 
     def __init__(self, root, *, doses=(0.1, 0.25, 0.5, 0.7)) -> None:
         root = Path(root)
@@ -82,22 +104,23 @@ class NpyDataset(PairDataset):
         for folder in folders:
             patient = folder.name
             ndct = _Slices(_series(folder, "NDCT_hu"))
-            found = False
+            present = []
             for d in dose_list:
-                path = _series(folder, f"LDCT_{int(round(d * 100))}_hu")
+                path = _series(folder, _name(d))
                 if path is None:
                     continue
                 ldct = _Slices(path)
                 if ldct.shape != ndct.shape:
                     raise InputError(
-                        f"{path} has shape {ldct.shape} but {ndct.path} has {ndct.shape}: slices must pair"
+                        f"{ldct.path} has shape {ldct.shape} but {ndct.path} has {ndct.shape}: "
+                        "the LDCT and NDCT series of a patient must have the same slices"
                     )
                 self._series[(patient, d)] = (ldct, ndct)
-                self._items += [(patient, s, d) for s in range(len(ndct))]
-                found = True
-            if not found:
-                names = ", ".join(f"LDCT_{int(round(d * 100))}_hu" for d in dose_list)
-                raise InputError(f"{folder} has NDCT_hu but none of {names}")
+                present.append(d)
+            if not present:
+                names = ", ".join(_name(d) for d in dose_list)
+                raise InputError(f"{folder} has NDCT_hu but none of {names} (.npy file or folder)")
+            self._items += [(patient, s, d) for s in range(len(ndct)) for d in present]
 
     def _load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         patient, s, d = self._items[i]

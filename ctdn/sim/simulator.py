@@ -58,7 +58,7 @@ __all__ = [
 # Photons per detector element per view at dose 1 (reference sampling; see Geometry.photon_scale).
 # Calibrated with calibrate_i0(): 10 HU in a 300 mm, 40 HU cylinder at 512 x 0.703 mm, with the
 # default geometry and Hann filter (a smooth kernel, as routine abdominal CT uses; the sharp ramp
-# filter gives about 2.7x the noise at the same dose; python -m ctdn.sim.report).
+# filter gives about 2.6x the noise at the same dose; python -m ctdn.sim.report).
 DEFAULT_I0 = 9.4e5
 # Electronic noise, std in photon counts per reading (of the order reported for clinical detectors).
 DEFAULT_SIGMA_E = 5.0
