@@ -54,6 +54,7 @@ from ..errors import CacheError, InputError, InputTypeError
 from ..phantoms import KINDS, Phantom, generate
 from ..phantoms import VERSION as PHANTOM_VERSION
 from ..sim import DEFAULT_I0, DEFAULT_SIGMA_E, FILTERS, Geometry, Simulator, check_dose
+from ..sim.simulator import derive_seed, dose_key, torch_generator
 from .base import PairDataset
 
 __all__ = ["SyntheticDataset", "build_cache", "TARGETS", "VARY_FILTERS"]
@@ -65,14 +66,9 @@ CACHE_FORMAT = 2
 _PHANTOM, _SCANNER, _JITTER, _LDCT, _NDCT = range(5)
 
 
-def _dose_key(dose: float) -> int:
-    return int(round(dose * 1_000_000))
-
-
 def _seed(seed: int, p: int, s: int, purpose: int, extra: int = 0) -> int:
     """A 63-bit seed for one purpose of slice (p, s), independent of every other."""
-    ss = np.random.SeedSequence(seed, spawn_key=(p, s, purpose, extra))
-    return int(ss.generate_state(1, np.uint64)[0] >> np.uint64(1))
+    return derive_seed(seed, p, s, purpose, extra)
 
 
 def _as_parallel(g: Geometry) -> Geometry:
@@ -127,7 +123,7 @@ class SyntheticDataset(PairDataset):
         if target not in TARGETS:
             raise InputError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
         doses = tuple(float(d) for d in np.atleast_1d(check_dose(doses, name="doses")))
-        if len({_dose_key(d) for d in doses}) != len(doses):
+        if len({dose_key(d) for d in doses}) != len(doses):
             raise InputError(f"doses must be distinct, got {doses}")
         if isinstance(geometry, dict):
             geometry = Geometry.from_kwargs(**geometry)
@@ -207,14 +203,9 @@ class SyntheticDataset(PairDataset):
             i0 = DEFAULT_I0 * float(rng.uniform(0.7, 1.4))
             sigma_e = float(rng.uniform(0.0, 10.0))
             for d in self.doses:
-                jitter = np.random.default_rng(_seed(self.seed, p, s, _JITTER, _dose_key(d)))
+                jitter = np.random.default_rng(_seed(self.seed, p, s, _JITTER, dose_key(d)))
                 actual[d] = min(1.0, d * float(jitter.uniform(0.8, 1.25)))
         return {"geometry": g, "i0": i0, "sigma_e": sigma_e, "doses": actual}
-
-    def _generator(self, seed: int) -> torch.Generator:
-        g = torch.Generator(device=self.device)
-        g.manual_seed(seed)
-        return g
 
     def _simulate(self, p: int, s: int, doses) -> tuple[dict[float, np.ndarray], np.ndarray]:
         """LDCT at each nominal dose in ``doses`` and the target of slice (p, s), from one projection."""
@@ -231,10 +222,12 @@ class SyntheticDataset(PairDataset):
             proj = sim.project(ph.hu)[0]
             sinos = []
             for d in doses:
-                gen = self._generator(_seed(self.seed, p, s, _LDCT, _dose_key(d)))
+                gen = torch_generator(_seed(self.seed, p, s, _LDCT, dose_key(d)), self.device)
                 sinos.append(sim.noisy_sinogram(proj, sc["doses"][d], gen))
             if self.target == "ndct":
-                sinos.append(sim.noisy_sinogram(proj, 1.0, self._generator(_seed(self.seed, p, s, _NDCT))))
+                sinos.append(
+                    sim.noisy_sinogram(proj, 1.0, torch_generator(_seed(self.seed, p, s, _NDCT), self.device))
+                )
             elif self.target == "noiseless":
                 sinos.append(proj)
             # One image at a time on the CPU (batched FBP was 1.5x slower there), batches on a GPU.
@@ -303,7 +296,7 @@ class SyntheticDataset(PairDataset):
         try:
             with np.load(path, allow_pickle=False) as z:
                 stored = [float(d) for d in z["doses"]]
-                if [_dose_key(d) for d in stored] != [_dose_key(d) for d in self.doses]:
+                if [dose_key(d) for d in stored] != [dose_key(d) for d in self.doses]:
                     raise ValueError(f"it holds doses {stored}, expected {list(self.doses)}")
                 data = {k: z[k] for k in (keys or self._keys())}
             for k, v in data.items():

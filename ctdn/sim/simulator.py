@@ -92,11 +92,26 @@ def check_dose(dose, n: int | None = None, *, name: str = "dose") -> np.ndarray:
     return np.broadcast_to(arr, (n,) if n is not None else arr.shape).astype(np.float64)
 
 
-def _generator(seed_entropy: int, slice_index: int, dose: float, device: torch.device) -> torch.Generator:
-    ss = np.random.SeedSequence(seed_entropy, spawn_key=(slice_index, int(round(dose * 1_000_000))))
+def dose_key(dose: float) -> int:
+    """A dose as an integer (micro-units), for seed derivation and exact comparison."""
+    return int(round(dose * 1_000_000))
+
+
+def derive_seed(entropy: int, *key: int) -> int:
+    """A 63-bit seed for ``key`` under ``entropy``: distinct keys give independent streams."""
+    ss = np.random.SeedSequence(entropy, spawn_key=key)
+    return int(ss.generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+def torch_generator(seed: int, device) -> torch.Generator:
+    """A torch generator on ``device`` seeded with ``seed``."""
     g = torch.Generator(device=device)
-    g.manual_seed(int(ss.generate_state(1, np.uint64)[0] >> np.uint64(1)))
+    g.manual_seed(seed)
     return g
+
+
+def _generator(seed_entropy: int, slice_index: int, dose: float, device: torch.device) -> torch.Generator:
+    return torch_generator(derive_seed(seed_entropy, slice_index, dose_key(dose)), device)
 
 
 def _entropy(seed) -> int:
