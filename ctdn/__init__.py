@@ -8,6 +8,10 @@ Submodules are imported lazily so ``import ctdn`` stays cheap:
 - :mod:`ctdn.io` — DICOM series in and out.
 - :mod:`ctdn.datasets` — Mayo, .npy and synthetic datasets of (LDCT, NDCT, dose) pairs.
 - :mod:`ctdn.metrics` — PSNR, SSIM, RMSE with the project's window conventions.
+- :mod:`ctdn.models` — the reference NAFBlock, NAFNet teacher/student, presets, checkpoints.
+- :mod:`ctdn.backends` — the inference backend registry.
+
+The main entry points: :func:`denoise`, :class:`Denoiser` and :func:`load_model`.
 """
 
 from __future__ import annotations
@@ -17,12 +21,43 @@ import importlib
 from ._version import __version__
 from .errors import CTDNError
 
-__all__ = ["__version__", "CTDNError", "hu", "phantoms", "sim", "io", "datasets", "metrics", "errors"]
+__all__ = [
+    "__version__",
+    "CTDNError",
+    "denoise",
+    "Denoiser",
+    "load_model",
+    "hu",
+    "phantoms",
+    "sim",
+    "io",
+    "datasets",
+    "metrics",
+    "models",
+    "backends",
+    "errors",
+]
 
-_SUBMODULES = {"hu", "phantoms", "sim", "io", "datasets", "metrics", "viz", "errors", "cli"}
+_SUBMODULES = {
+    "hu",
+    "phantoms",
+    "sim",
+    "io",
+    "datasets",
+    "metrics",
+    "viz",
+    "errors",
+    "cli",
+    "models",
+    "backends",
+    "inference",
+}
+_FUNCTIONS = {"denoise": "ctdn.inference", "Denoiser": "ctdn.inference", "load_model": "ctdn.models"}
 
 
 def __getattr__(name: str):
     if name in _SUBMODULES:
         return importlib.import_module(f"ctdn.{name}")
+    if name in _FUNCTIONS:
+        return getattr(importlib.import_module(_FUNCTIONS[name]), name)
     raise AttributeError(f"module 'ctdn' has no attribute {name!r}")

@@ -1,0 +1,236 @@
+"""``ctdn.denoise`` and ``ctdn.Denoiser``: HU in, HU out, any size, any backend.
+
+One slice's path: HU -> window to [-1, 1] -> pad to the network's multiple -> backend -> crop ->
+HU -> pass-through of the input outside the window. Nothing the caller gave is modified.
+
+Pass-through seam: the network only sees the HU window (default [-1000, 1000]). Where the input,
+smoothed over 3x3 pixels (so noise does not flicker the seam), is above ``high - 50`` HU the
+output blends linearly into the input, and is the input from ``high`` up (bone above the window,
+metal). Below the window it blends from ``low - 100`` to ``low - 150`` HU and is the input below
+that (padding outside the field of view, e.g. -1024 or -3024), while air near -1000 HU stays
+denoised.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from . import backends
+from .errors import DoseError, InputError, InputTypeError
+from .hu import hu_to_unit, unit_to_hu
+from .models import CTDenoiser, load_model
+
+__all__ = ["Denoiser", "denoise", "passthrough_weight", "SEAM_HIGH_HU", "SEAM_LOW_HU"]
+
+SEAM_HIGH_HU = 50.0  # blend width below the window's top
+SEAM_LOW_HU = (100.0, 150.0)  # blend from low - 100 to low - 150 HU
+
+
+def _device(device) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise InputError(f"device must be like 'cpu', 'cuda' or 'cuda:1', got {device!r}") from exc
+
+
+def _volume(volume) -> tuple[np.ndarray, dict]:
+    """(N, H, W) float32 copy of the input and how to give the result back."""
+    info = {"torch": None, "dtype": None, "squeeze": False}
+    if isinstance(volume, torch.Tensor):
+        info["torch"] = volume.device
+        if volume.is_complex() or volume.dtype == torch.bool:
+            raise InputTypeError(f"volume must hold real HU values, got a {volume.dtype} tensor")
+        info["dtype"] = volume.dtype
+        arr = volume.detach().cpu().numpy()
+    elif isinstance(volume, np.ndarray):
+        arr = volume
+        info["dtype"] = volume.dtype
+    else:
+        raise InputTypeError(
+            f"volume must be a numpy array or a torch tensor in HU, got {type(volume).__name__}"
+        )
+    if arr.dtype == bool or not (
+        np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)
+    ):
+        raise InputTypeError(f"volume must hold real numbers (HU), got dtype {arr.dtype}")
+    if arr.ndim not in (2, 3):
+        raise InputError(f"volume must be 2-D (H, W) or 3-D (N, H, W), got shape {arr.shape}")
+    if arr.size == 0:
+        raise InputError(f"volume is empty (shape {arr.shape})")
+    out = np.array(arr, dtype=np.float32, copy=True)
+    bad = ~np.isfinite(out)
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise InputError(
+            f"volume has {int(bad.sum())} NaN/inf values (first at index {where}); fix or mask them first"
+        )
+    if out.ndim == 2:
+        out, info["squeeze"] = out[None], True
+    return out, info
+
+
+def _doses(dose, n: int) -> np.ndarray:
+    if isinstance(dose, torch.Tensor):
+        dose = dose.detach().cpu().numpy()
+    try:
+        d = np.asarray(dose, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise DoseError(f"dose must be a number or one number per slice, got {dose!r}") from exc
+    if d.ndim > 1 or (d.ndim == 1 and d.size not in (1, n)):
+        raise DoseError(f"dose must be one value or one per slice ({n}), got shape {d.shape}")
+    if not np.all(np.isfinite(d)) or np.any(d <= 0) or np.any(d > 1):
+        raise DoseError(f"dose is the fraction of a routine full dose, in (0, 1]; got {dose!r}")
+    return np.broadcast_to(d.reshape(-1), (n,)).astype(np.float32)
+
+
+def passthrough_weight(hu: np.ndarray, window: tuple[float, float]) -> np.ndarray:
+    """Per-pixel weight of the input in the output (0: network, 1: input), from a 3x3 mean of (N, H, W) HU."""
+    lo, hi = window
+    t = torch.from_numpy(hu)[:, None]
+    s = F.avg_pool2d(F.pad(t, (1, 1, 1, 1), mode="replicate"), 3, stride=1)[:, 0].numpy()
+    w_hi = np.clip((s - (hi - SEAM_HIGH_HU)) / SEAM_HIGH_HU, 0, 1)
+    a, b = SEAM_LOW_HU
+    w_lo = np.clip(((lo - a) - s) / (b - a), 0, 1)
+    return np.maximum(w_hi, w_lo).astype(np.float32)
+
+
+def _pad(x: np.ndarray, m: int) -> np.ndarray:
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % m, (-w) % m
+    if not (ph or pw):
+        return x
+    t = torch.from_numpy(x)
+    # Reflect keeps the image statistics at the border; tiny images cannot reflect that far.
+    mode = "reflect" if ph < h and pw < w else "replicate"
+    return F.pad(t, (0, pw, 0, ph), mode=mode).numpy()
+
+
+class Denoiser:
+    """A loaded model on a backend, reused across calls; ``__call__`` is :func:`denoise`.
+
+    ``model``: a shipped name (``"edge"``), a .safetensors path, or a :class:`ctdn.models.CTDenoiser`
+    module. ``backend``: ``"auto"`` or a name from :data:`ctdn.backends.BACKENDS`. ``precision``:
+    ``fp32`` (default), ``fp16``/``bf16`` where the backend and device support them.
+    Calls from several threads are safe (the model is read-only once loaded).
+    """
+
+    def __init__(
+        self,
+        model="edge",
+        *,
+        backend: str = "auto",
+        device=None,
+        precision: str | None = None,
+        batch_size: int | None = None,
+    ) -> None:
+        self.device = _device(device)
+        if isinstance(model, torch.nn.Module):
+            if not isinstance(model, CTDenoiser):
+                raise InputTypeError(
+                    f"model must be a ctdn CTDenoiser, a name or a path, got {type(model).__name__}"
+                )
+            net = model
+        elif isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
+            net = load_model(model)
+        else:
+            raise InputTypeError(f"model must be a name, a path or a CTDenoiser, got {type(model).__name__}")
+        self.model = net
+        self.config = net.config
+        self.backend = backends.resolve(backend, self.device)
+        self._runner = backends.create(self.backend, net, self.device, precision)
+        self.batch_size = (
+            self._check_batch(batch_size)
+            if batch_size is not None
+            else (8 if self.device.type == "cuda" else 1)
+        )
+
+    @staticmethod
+    def _check_batch(b) -> int:
+        if not isinstance(b, (int, np.integer)) or isinstance(b, bool) or b < 1:
+            raise InputError(f"batch_size must be a positive integer, got {b!r}")
+        return int(b)
+
+    def __repr__(self) -> str:
+        name = getattr(self.model, "meta", {}).get("name", "custom")
+        return f"Denoiser(model={name!r}, backend={self.backend!r}, device='{self.device}')"
+
+    def __call__(
+        self,
+        volume,
+        dose=0.1,
+        *,
+        batch_size: int | None = None,
+        progress: bool = False,
+        keep_dtype: bool = False,
+    ):
+        """Denoise a 2-D slice or an (N, H, W) volume in HU; returns the same shape in HU.
+
+        ``dose``: fraction of a routine full dose in (0, 1], one value or one per slice.
+        Returns float32 (a numpy array, or a tensor on the input's device for a tensor input);
+        with ``keep_dtype`` an integer input gets its own dtype back (rounded and clipped).
+        """
+        x, info = _volume(volume)
+        d = _doses(dose, x.shape[0])
+        b = self._check_batch(batch_size) if batch_size is not None else self.batch_size
+        lo, hi = self.config.hu_window
+        m = self.config.multiple
+        out = np.empty_like(x)
+        h, w = x.shape[1:]
+        with tqdm(total=x.shape[0], desc="denoising", unit="slice", disable=not progress) as bar:
+            for i in range(0, x.shape[0], b):
+                xs = x[i : i + b]
+                unit = hu_to_unit(xs, lo, hi).astype(np.float32)
+                y = unit_to_hu(self._runner(_pad(unit[:, None], m), d[i : i + b])[:, 0, :h, :w], lo, hi)
+                wgt = passthrough_weight(xs, (lo, hi))
+                out[i : i + b] = y + wgt * (xs - y)
+                bar.update(len(xs))
+        if info["squeeze"]:
+            out = out[0]
+        dtype = info["dtype"]
+        if keep_dtype and dtype is not None:
+            np_dtype = (
+                np.dtype(str(dtype).replace("torch.", "")) if info["torch"] is not None else np.dtype(dtype)
+            )
+            if np.issubdtype(np_dtype, np.integer):
+                r = np.iinfo(np_dtype)
+                out = np.clip(np.rint(out), r.min, r.max).astype(np_dtype)
+        if info["torch"] is not None:
+            return torch.from_numpy(out).to(info["torch"])
+        return out
+
+
+_CACHE: dict = {}
+_LOCK = threading.Lock()
+
+
+def denoise(
+    volume,
+    dose=0.1,
+    *,
+    model=None,
+    backend: str = "auto",
+    device=None,
+    batch_size: int | None = None,
+    progress: bool = False,
+    keep_dtype: bool = False,
+):
+    """Denoise ``volume`` (HU, (H, W) or (N, H, W)) at ``dose`` (fraction of full dose), by default with
+    the shipped model.
+
+    The model and backend are loaded once per (model, backend, device) and reused; see
+    :class:`Denoiser` for the arguments.
+    """
+    model = "edge" if model is None else model
+    key = (model if not isinstance(model, torch.nn.Module) else id(model), backend, str(_device(device)))
+    with _LOCK:
+        den = _CACHE.get(key)
+        if den is None or (isinstance(model, torch.nn.Module) and den.model is not model):
+            den = _CACHE[key] = Denoiser(model, backend=backend, device=device)
+    return den(volume, dose, batch_size=batch_size, progress=progress, keep_dtype=keep_dtype)
