@@ -1,5 +1,18 @@
-"""Teacher and student training (installed as ``ctdn.train``).
+"""Teacher and student training (installed as ``ctdn.train``; command ``ctdn-train``).
 
-Not built yet: the training code is the work of the student issue. The data it will consume
-(simulated pairs, phantoms, Mayo and .npy readers) lives in :mod:`ctdn.sim` and :mod:`ctdn.datasets`.
+- :mod:`ctdn.train.recipe` — recipes as data (``paper``, ``edge``, ``smoke``).
+- :mod:`ctdn.train.data` — pairs in memory and seeded patch batches (exact resume).
+- :mod:`ctdn.train.losses` — SSIM, gradient and layer-wise feature-distillation losses.
+- :mod:`ctdn.train.loop` — the two stages, checkpoints, validation, TensorBoard.
 """
+
+from .recipe import RECIPES, Recipe, recipe
+
+__all__ = ["Recipe", "RECIPES", "recipe", "train"]
+
+
+def train(*args, **kwargs):
+    """See :func:`ctdn.train.loop.train`."""
+    from .loop import train as _train
+
+    return _train(*args, **kwargs)

@@ -1,0 +1,113 @@
+"""Training data: pairs from the data layer, held in memory, cut into seeded random patches.
+
+Every batch is a pure function of (seed, stage, step), so a resumed run sees exactly the batches
+the uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ctdn.datasets import MayoDataset, NpyDataset, SyntheticDataset, split_by_patient
+from ctdn.errors import InputError
+from ctdn.hu import hu_to_unit
+
+from .recipe import Recipe
+
+__all__ = ["PairBank", "datasets_for", "describe"]
+
+_STAGE_SALT = {"teacher": 11, "student": 23, "finetune": 37}
+
+
+def _key(d: dict) -> str:
+    return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def datasets_for(r: Recipe, cache: Path | None) -> tuple[object, object, dict]:
+    """(train, validation, description) datasets for a recipe; splits by patient."""
+    if r.data == "synthetic":
+        kw = dict(r.synthetic)
+        kw.setdefault("seed", r.seed)
+        vkw = dict(r.val_synthetic)
+        vkw.setdefault("seed", r.seed + 1000)  # other seeds: other patients than training
+        tdir = vdir = None
+        if cache is not None:
+            tdir = cache / f"train-{_key({**kw, 'doses': list(r.doses)})}"
+            vdir = cache / f"val-{_key({**vkw, 'doses': list(r.doses)})}"
+        train = SyntheticDataset(doses=r.doses, cache_dir=tdir, **kw)
+        val = SyntheticDataset(doses=r.doses, cache_dir=vdir, **vkw)
+        desc = {"source": "synthetic", "train": train.meta(), "val": val.meta()}
+        return train, val, desc
+    kind, _, path = r.data.partition(":")
+    if kind not in ("mayo", "npy") or not path:
+        raise InputError(f"data must be 'synthetic', 'mayo:PATH' or 'npy:PATH', got {r.data!r}")
+    ds = MayoDataset(path, dose_fraction=r.mayo_dose) if kind == "mayo" else NpyDataset(path, doses=r.doses)
+    parts = split_by_patient(ds.patients, r.split, seed=r.seed)
+    desc = {"source": kind, "root": str(Path(path).resolve()), "split": parts}
+    return ds.subset(parts["train"]), ds.subset(parts["val"]), desc
+
+
+def describe(ds) -> list[float]:
+    """The distinct nominal doses in a dataset's items."""
+    return sorted({float(ds[i]["dose"]) for i in range(len(ds))}) if len(ds) < 64 else []
+
+
+class PairBank:
+    """All (LDCT, target, dose) pairs of a dataset in memory (int16 HU) and seeded patch batches."""
+
+    def __init__(self, ds, *, progress: bool = True, what: str = "pairs") -> None:
+        if len(ds) == 0:
+            raise InputError("the training split is empty: more patients or another split are needed")
+        ldct, tgt, dose = [], [], []
+        for i in tqdm(range(len(ds)), desc=f"loading {what}", unit="pair", disable=not progress):
+            item = ds[i]
+            ldct.append(_i16(item["ldct"]))
+            tgt.append(_i16(item["ndct"]))
+            dose.append(float(item["dose"]))
+        shapes = {a.shape for a in ldct}
+        if len(shapes) != 1:
+            raise InputError(f"training slices must share one size, found {sorted(shapes)}")
+        self.ldct, self.target = np.stack(ldct), np.stack(tgt)
+        self.dose = np.asarray(dose, np.float32)
+
+    def __len__(self) -> int:
+        return len(self.dose)
+
+    @property
+    def doses(self) -> list[float]:
+        return sorted({round(float(d), 6) for d in self.dose})
+
+    def batch(self, seed: int, stage: str, step: int, size: int, patch: int) -> dict[str, torch.Tensor]:
+        """Batch number ``step``: an epoch-wise permutation of the pairs, random crops and flips/rot90."""
+        n = len(self)
+        epoch, pos = divmod(step * size, n)
+        perm = np.random.default_rng([seed, _STAGE_SALT[stage], epoch]).permutation(n)
+        idx = np.concatenate(
+            [perm, np.random.default_rng([seed, _STAGE_SALT[stage], epoch + 1]).permutation(n)]
+        )
+        idx = idx[pos : pos + size]
+        rng = np.random.default_rng([seed, _STAGE_SALT[stage], 7, step])
+        h, w = self.ldct.shape[1:]
+        if patch > min(h, w):
+            raise InputError(f"patch {patch} is larger than the slices ({h}x{w})")
+        xs, ys = [], []
+        for i in idx:
+            r0, c0 = rng.integers(0, h - patch + 1), rng.integers(0, w - patch + 1)
+            k, flip = int(rng.integers(4)), bool(rng.integers(2))
+            for src, dst in ((self.ldct, xs), (self.target, ys)):
+                p = src[i, r0 : r0 + patch, c0 : c0 + patch]
+                p = np.rot90(p, k)
+                dst.append(p[:, ::-1] if flip else p)
+        unit = lambda a: torch.from_numpy(hu_to_unit(np.stack(a).astype(np.float32)))[:, None]  # noqa: E731
+        return {"ldct": unit(xs), "ndct": unit(ys), "dose": torch.from_numpy(self.dose[idx].copy())}
+
+
+def _i16(hu) -> np.ndarray:
+    a = np.asarray(hu, dtype=np.float32)
+    return np.clip(np.rint(a), -32768, 32767).astype(np.int16)

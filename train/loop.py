@@ -1,0 +1,401 @@
+"""Training stages: teacher autoencoder on NDCT, the distilled dose-conditioned student, optional fine-tune.
+
+1. ``teacher``: encoder + decoder on NDCT alone, L1 + alpha * (1 - SSIM).
+2. ``student``: a dose-conditioned encoder on LDCT; teacher encoder and decoder frozen; loss
+   lambda_lat * sum of per-stage feature MSE against the teacher + lambda_rec * L1(decoded, NDCT).
+3. ``finetune`` (only when ``finetune_steps`` > 0): student encoder and decoder trained together on
+   LDCT -> NDCT from stage 2's weights. Not part of the published method; see docs/models.md.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ctdn import metrics
+from ctdn._version import __version__
+from ctdn.errors import InputError
+from ctdn.hu import hu_to_unit, unit_to_hu
+from ctdn.models import Autoencoder, CTDenoiser, preset, save_model
+from ctdn.viz import panel
+
+from . import losses
+from .data import PairBank, datasets_for
+from .recipe import Recipe
+from .state import load_state, save_state
+
+__all__ = ["train", "device_name", "pick_device"]
+
+
+def pick_device(device=None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu} ({torch.get_num_threads()} threads)"
+
+
+class _Log:
+    """JSON lines always; TensorBoard too when it is installed."""
+
+    def __init__(self, out: Path) -> None:
+        self.file = (out / "log.jsonl").open("a")
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(out / "tb"))
+        except ImportError:
+            self.tb = None
+            self.write({"note": "tensorboard is not installed: logging to log.jsonl only"})
+
+    def write(self, rec: dict) -> None:
+        self.file.write(json.dumps(rec) + "\n")
+        self.file.flush()
+
+    def scalars(self, stage: str, step: int, values: dict) -> None:
+        self.write({"stage": stage, "step": step, **values})
+        if self.tb is not None:
+            for k, v in values.items():
+                if isinstance(v, (int, float)):
+                    self.tb.add_scalar(f"{stage}/{k}", v, step)
+
+    def image(self, stage: str, step: int, tag: str, img01: np.ndarray) -> None:
+        if self.tb is not None:
+            self.tb.add_image(f"{stage}/{tag}", img01[None], step)
+
+    def close(self) -> None:
+        self.file.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _schedule(opt, total: int, warmup: int):
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        t = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, f)
+
+
+def _pad(x: torch.Tensor, m: int) -> tuple[torch.Tensor, int, int]:
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % m, (-w) % m
+    return (F.pad(x, (0, pw, 0, ph), mode="reflect") if ph or pw else x), h, w
+
+
+@torch.no_grad()
+def _validate(model, items, stage: str, device, m: int) -> tuple[dict, list]:
+    model.eval()
+    rows, shown = [], []
+    for it in items:
+        src = it["ndct"] if stage == "teacher" else it["ldct"]
+        x = torch.from_numpy(hu_to_unit(src.astype(np.float32)))[None, None].to(device)
+        x, h, w = _pad(x, m)
+        d = torch.tensor([float(it["dose"])], device=device)
+        y = model(x, d)[..., :h, :w].float().cpu().numpy()[0, 0]
+        out = unit_to_hu(y)
+        rows.append(
+            {
+                "dose": float(it["dose"]),
+                "psnr": metrics.psnr(out, it["ndct"]),
+                "ssim": metrics.ssim(out, it["ndct"]),
+                "psnr_in": metrics.psnr(src, it["ndct"]),
+            }
+        )
+        if not shown:
+            shown = [src, out, it["ndct"]]
+    model.train()
+    res = {
+        "val_psnr": float(np.mean([r["psnr"] for r in rows])),
+        "val_ssim": float(np.mean([r["ssim"] for r in rows])),
+        "val_psnr_in": float(np.mean([r["psnr_in"] for r in rows])),
+    }
+    for d in sorted({r["dose"] for r in rows}):
+        res[f"val_psnr_{d:g}"] = float(np.mean([r["psnr"] for r in rows if r["dose"] == d]))
+    return res, shown
+
+
+def _stage(
+    stage: str,
+    r: Recipe,
+    out: Path,
+    bank: PairBank,
+    val_items,
+    device,
+    log: _Log,
+    progress: bool,
+    teacher: Autoencoder | None = None,
+    init: CTDenoiser | None = None,
+):
+    cfg = preset(r.model, **r.model_changes)
+    torch.manual_seed(r.seed + {"teacher": 0, "student": 1, "finetune": 2}[stage])
+    lr = r.lr
+    if stage == "finetune":
+        model = CTDenoiser(cfg).to(device)
+        model.load_state_dict(init.state_dict())
+        params = list(model.parameters())
+        total, lr = r.finetune_steps, r.finetune_lr
+    elif stage == "teacher":
+        model = Autoencoder(cfg).to(device)
+        params = list(model.parameters())
+        total = r.teacher_steps or r.teacher_epochs * math.ceil(len(bank) / r.batch)
+    else:
+        model = CTDenoiser(cfg).to(device)
+        model.decoder.load_state_dict(teacher.decoder.state_dict())
+        model.decoder.requires_grad_(False)
+        if r.student_init == "teacher":  # same encoder shapes; the dose scale/shift starts as identity
+            missing = model.encoder.load_state_dict(teacher.encoder.state_dict(), strict=False)
+            assert not missing.unexpected_keys, missing
+        params = [p for n, p in model.named_parameters() if not n.startswith("decoder.")]
+        total = r.student_steps or r.student_epochs * math.ceil(len(bank) / r.batch)
+        teacher.requires_grad_(False).eval()
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=r.weight_decay)
+    sched = _schedule(opt, total, r.warmup_steps)
+    amp_dtype = None
+    if r.amp and device.type == "cuda":
+        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    state_file = out / f"{stage}-state.safetensors"
+    step, elapsed = 0, 0.0
+    if state_file.exists():
+        info = load_state(state_file, model=model, optimizer=opt, scheduler=sched, scaler=scaler)
+        if _stage_keys(info.get("recipe") or {}, stage) != _stage_keys(r.to_dict(), stage):
+            raise InputError(f"{state_file} was made by another recipe; use another --out or delete it")
+        step, elapsed = int(info["step"]), float(info.get("elapsed_s", 0.0))
+        log.write({"stage": stage, "resumed_at": step})
+    m = cfg.multiple
+    bar = tqdm(total=total, initial=step, desc=stage, unit="step", disable=not progress, dynamic_ncols=True)
+    t0 = time.perf_counter() - elapsed
+    model.train()
+    while step < total:
+        b = bank.batch(r.seed, stage, step, r.batch, r.patch)
+        x, y, d = b["ldct"].to(device), b["ndct"].to(device), b["dose"].to(device)
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            if stage == "teacher":
+                out_ = model(y)
+                l1 = F.l1_loss(out_.float(), y)
+                ss = losses.ssim(out_, y)
+                loss = l1 + r.alpha_ssim * (1 - ss)
+                terms = {"loss": loss, "l1": l1, "ssim": ss}
+            elif stage == "finetune":
+                out_ = model(x, d)
+                l1 = F.l1_loss(out_.float(), y)
+                loss = l1
+                terms = {"l1": l1}
+                if r.student_ssim:
+                    ss = losses.ssim(out_, y)
+                    loss = loss + r.student_ssim * (1 - ss)
+                    terms["ssim"] = ss
+                if r.lambda_grad:
+                    g = losses.gradient_l1(out_.float(), y)
+                    loss = loss + r.lambda_grad * g
+                    terms["grad_l1"] = g
+                terms["loss"] = loss
+            else:
+                with torch.no_grad():
+                    ft = teacher.features(y)
+                fs = model.features(x, d)
+                out_ = model.decoder(fs)
+                lat = losses.feature_mse(fs, ft)
+                l1 = F.l1_loss(out_.float(), y)
+                loss = r.lambda_lat * lat + r.lambda_rec * l1
+                terms = {"loss": loss, "feat_mse": lat, "l1": l1}
+                if r.student_ssim:
+                    ss = losses.ssim(out_, y)
+                    loss = loss + r.student_ssim * (1 - ss)
+                    terms["ssim"] = ss
+                if r.lambda_grad:
+                    g = losses.gradient_l1(out_.float(), y)
+                    loss = loss + r.lambda_grad * g
+                    terms["grad_l1"] = g
+                terms["loss"] = loss
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"{stage} loss became {loss.item()} at step {step}; lower the lr or disable amp"
+            )
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        sched.step()
+        step += 1
+        bar.update(1)
+        if step % r.log_every == 0 or step == total:
+            vals = {k: float(v.detach()) for k, v in terms.items()}
+            vals.update(lr=sched.get_last_lr()[0], elapsed_s=time.perf_counter() - t0)
+            log.scalars(stage, step, vals)
+            bar.set_postfix(loss=f"{vals['loss']:.4f}")
+        if step % r.val_every == 0 or step == total:
+            res, shown = _validate(model, val_items, stage, device, m)
+            res["elapsed_s"] = time.perf_counter() - t0
+            log.scalars(stage, step, res)
+            for tag, img in zip(("input", "output", "target"), shown, strict=True):
+                log.image(stage, step, tag, np.clip((img + 160) / 400, 0, 1).astype(np.float32))
+            panel(shown, ["input", "output", "target"], out / f"{stage}-val.png", level=40, width=400)
+        if step % r.ckpt_every == 0 or step == total:
+            save_state(
+                state_file,
+                model=model,
+                optimizer=opt,
+                scheduler=sched,
+                scaler=scaler,
+                step=step,
+                meta={"recipe": r.to_dict(), "elapsed_s": time.perf_counter() - t0},
+            )
+    bar.close()
+    model.eval()
+    res, _ = _validate(model, val_items, stage, device, m)
+    return model, res, time.perf_counter() - t0, total
+
+
+_LATER = {
+    "teacher": ("student_", "lambda_", "finetune_"),
+    "student": ("finetune_",),
+    "finetune": (),
+}
+_CADENCE = {"ckpt_every", "val_every", "log_every", "val_slices", "workers"}
+
+
+def _stage_keys(recipe: dict, stage: str) -> dict:
+    """The recipe fields that decide ``stage``'s result (a resume must match them, not later stages')."""
+    return {k: v for k, v in recipe.items() if k not in _CADENCE and not k.startswith(_LATER[stage])}
+
+
+STAGES = ("teacher", "student", "finetune")
+
+
+def train(r: Recipe, out, *, stages=STAGES, cache=None, device=None, progress=True, export=None) -> Path:
+    """Run the recipe's stages into ``out`` (resuming what is there); returns the final model file.
+
+    Stage 3 (``finetune``) runs only when the recipe has ``finetune_steps`` > 0.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = pick_device(device)
+    train_ds, val_ds, desc = datasets_for(r, None if cache is None else Path(cache))
+    log = _Log(out)
+    where = device_name(device)
+    log.write(
+        {
+            "start": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "device": where,
+            "torch": torch.__version__,
+            "ctdn": __version__,
+            "recipe": r.to_dict(),
+        }
+    )
+    try:
+        bank = PairBank(train_ds, progress=progress, what="training pairs")
+        n_val = min(len(val_ds), r.val_slices * len(r.doses))
+        val_items = [val_ds[i] for i in range(n_val)]
+        summary = {
+            "device": where,
+            "torch": torch.__version__,
+            "ctdn": __version__,
+            "recipe": r.to_dict(),
+            "data": desc,
+            "train_pairs": len(bank),
+            "doses": bank.doses,
+        }
+        run_file = out / "run.json"
+        if run_file.exists():
+            summary = {**json.loads(run_file.read_text()), **{k: summary[k] for k in ("device", "torch")}}
+        teacher_file = out / "teacher.safetensors"
+        teacher = None
+        if "teacher" in stages or not teacher_file.exists():
+            teacher, res, secs, steps = _stage("teacher", r, out, bank, val_items, device, log, progress)
+            _save_teacher(teacher, teacher_file)
+            summary["teacher"] = {"steps": steps, "seconds": secs, "val": res, "device": where}
+            run_file.write_text(json.dumps(summary, indent=2))
+        if "student" not in stages:
+            return teacher_file
+        if teacher is None:
+            teacher = _load_teacher(teacher_file, r, device)
+        student, res, secs, steps = _stage("student", r, out, bank, val_items, device, log, progress, teacher)
+        summary["student"] = {"steps": steps, "seconds": secs, "val": res, "device": where}
+        run_file.write_text(json.dumps(summary, indent=2))
+        meta = {
+            "name": r.model,
+            "data": desc,
+            "doses_seen": bank.doses,
+            "dose_semantics": "fraction of a routine full dose (about 10 HU soft-tissue noise at 1.0)",
+            "recipe": r.to_dict(),
+            "training": {k: summary[k] for k in ("teacher", "student")},
+            "stages": ["teacher", "student"],
+            "val_metrics": res,
+        }
+        path = save_model(student.cpu(), out / "student.safetensors", meta)
+        final = student
+        if r.finetune_steps > 0 and "finetune" in stages:
+            tuned, res, secs, steps = _stage(
+                "finetune", r, out, bank, val_items, device, log, progress, init=student.to(device)
+            )
+            summary["finetune"] = {"steps": steps, "seconds": secs, "val": res, "device": where}
+            run_file.write_text(json.dumps(summary, indent=2))
+            meta = {
+                **meta,
+                "training": {k: summary[k] for k in ("teacher", "student", "finetune")},
+                "stages": ["teacher", "student", "finetune"],
+                "val_metrics": res,
+            }
+            path = save_model(tuned.cpu(), out / "finetuned.safetensors", meta)
+            final = tuned
+        if export is not None:
+            save_model(final.cpu(), export, meta)
+        return path
+    finally:
+        log.close()
+
+
+def _save_teacher(model: Autoencoder, path: Path) -> None:
+    import safetensors.torch as st
+
+    from ctdn._atomic import atomic_path
+
+    meta = {
+        "format": "ctdn-model/1",
+        "kind": "teacher",
+        "config": model.config.to_dict(),
+        "ctdn_version": __version__,
+    }
+    with atomic_path(path) as tmp:
+        st.save_file(
+            {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+            str(tmp),
+            metadata={"ctdn": json.dumps(meta)},
+        )
+
+
+def _load_teacher(path: Path, r: Recipe, device) -> Autoencoder:
+    import safetensors.torch as st
+
+    model = Autoencoder(preset(r.model, **r.model_changes))
+    try:
+        model.load_state_dict(st.load_file(str(path)))
+    except (RuntimeError, OSError) as exc:
+        raise InputError(
+            f"{path} does not hold this recipe's teacher ({exc}); train the teacher stage"
+        ) from exc
+    return model.to(device).eval()

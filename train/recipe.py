@@ -1,0 +1,146 @@
+"""Training recipes as data: one dataclass, named presets, overridable from the command line."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from ctdn.errors import InputError
+
+__all__ = ["Recipe", "RECIPES", "recipe"]
+
+
+@dataclass
+class Recipe:
+    """Everything that decides a training run (saved in its checkpoints and logs).
+
+    Stage lengths: ``*_steps`` when set, else ``*_epochs`` passes over the training pairs.
+    ``finetune_steps`` > 0 adds stage 3: the distilled student's encoder and decoder trained
+    together on (LDCT -> NDCT), starting from stage 2 (0: the pure teacher-student method).
+    Data: ``data`` is ``"synthetic"``, ``"mayo:PATH"`` or ``"npy:PATH"``; ``synthetic`` holds the
+    :class:`ctdn.datasets.SyntheticDataset` keywords used when it is synthetic.
+    """
+
+    model: str = "paper"
+    model_changes: dict = field(default_factory=dict)
+    data: str = "synthetic"
+    synthetic: dict = field(
+        default_factory=lambda: {
+            "n_patients": 40,
+            "slices_per_patient": 3,
+            "vary": True,
+            "target": "noiseless",
+        }
+    )
+    val_synthetic: dict = field(
+        default_factory=lambda: {
+            "n_patients": 3,
+            "slices_per_patient": 1,
+            "vary": False,
+            "target": "noiseless",
+        }
+    )
+    mayo_dose: float = 0.25
+    doses: tuple[float, ...] = (0.1, 0.25, 0.5, 0.7)
+    split: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    patch: int = 128
+    batch: int = 8
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    teacher_epochs: int = 100
+    student_epochs: int = 150
+    teacher_steps: int | None = None
+    student_steps: int | None = None
+    warmup_steps: int = 0
+    alpha_ssim: float = 0.2
+    lambda_lat: float = 1.0
+    lambda_rec: float = 1.0
+    student_ssim: float = 0.0
+    student_init: str = "fresh"
+    finetune_steps: int = 0
+    finetune_lr: float = 2e-4
+    lambda_grad: float = 0.0
+    seed: int = 0
+    amp: bool = True
+    ckpt_every: int = 500
+    val_every: int = 500
+    log_every: int = 20
+    val_slices: int = 4
+    workers: int = 0
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Recipe:
+        known = {f.name for f in dataclasses.fields(cls)}
+        bad = sorted(set(d) - known)
+        if bad:
+            raise InputError(f"unknown recipe keys {bad}")
+        r = cls(**d)
+        r.doses, r.split = tuple(r.doses), tuple(r.split)
+        return r
+
+
+RECIPES: dict[str, Recipe] = {
+    # The seed's schedule (100 + 150 epochs, batch 8, Adam 2e-4) on the seed's model.
+    "paper": Recipe(),
+    # The shipped default model: trained on this project's 2-core CPU from synthetic pairs.
+    "edge": Recipe(
+        model="edge",
+        patch=128,
+        lr=1e-3,
+        teacher_steps=3000,
+        student_steps=4000,
+        finetune_steps=6000,
+        finetune_lr=5e-4,
+        warmup_steps=200,
+        student_init="teacher",
+        ckpt_every=250,
+        val_every=500,
+        log_every=25,
+        seed=1,
+    ),
+    # Tests: a few steps of the tiny model on a handful of small synthetic slices.
+    "smoke": Recipe(
+        model="tiny",
+        synthetic={
+            "n_patients": 2,
+            "slices_per_patient": 1,
+            "size": 64,
+            "vary": False,
+            "target": "noiseless",
+            "kinds": ["head"],
+        },
+        val_synthetic={
+            "n_patients": 1,
+            "slices_per_patient": 1,
+            "size": 64,
+            "vary": False,
+            "target": "noiseless",
+            "kinds": ["head"],
+        },
+        doses=(0.1, 0.5),
+        patch=32,
+        batch=2,
+        teacher_steps=3,
+        student_steps=3,
+        ckpt_every=2,
+        val_every=3,
+        log_every=1,
+        val_slices=1,
+    ),
+}
+
+
+def recipe(name: str, **changes) -> Recipe:
+    """A named recipe with fields changed."""
+    if name not in RECIPES:
+        raise InputError(f"unknown recipe {name!r}; choose from {', '.join(RECIPES)}")
+    r = Recipe.from_dict(RECIPES[name].to_dict())
+    for k, v in changes.items():
+        if not hasattr(r, k):
+            raise InputError(f"unknown recipe field {k!r}")
+        setattr(r, k, v)
+    return r
