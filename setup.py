@@ -13,6 +13,8 @@ setup(
         "ctdn.sim",
         "ctdn.io",
         "ctdn.datasets",
+        "ctdn.models",
+        "ctdn.backends",
         "ctdn.kernels",
         "ctdn.train",
     ],
@@ -21,4 +23,6 @@ setup(
         "ctdn.kernels": "kernels",
         "ctdn.train": "train",
     },
+    # The shipped default model (a few MB) and its model card travel inside the package.
+    package_data={"ctdn": ["weights/*.safetensors", "weights/*.json", "weights/*.md"]},
 )
