@@ -1,10 +1,13 @@
 """The ``ctdn`` command line.
 
-- ``ctdn demo``: a phantom simulated at 10/25/50/70 % dose, noise figures printed, a PNG panel.
+- ``ctdn demo``: a phantom at 10 % dose denoised by the shipped model, metrics before/after, a PNG panel.
+- ``ctdn sim-demo``: a phantom simulated at 10/25/50/70 % dose, noise figures printed, a PNG panel.
 - ``ctdn simulate INPUT OUTPUT --dose D``: lower the dose of a DICOM series or .npy volume
   (noise insertion for real scans, full simulation for clean images); writes a new output.
+- ``ctdn denoise INPUT OUTPUT --dose D``: denoise a DICOM series, .npy volume or NIfTI image with a
+  trained model; writes a new derived DICOM series, .npy or NIfTI file.
 - ``ctdn cache OUT``: build (or resume) a cache of simulated training pairs.
-- ``ctdn info``: versions and devices.
+- ``ctdn info``: versions, devices, the default model and the inference backends.
 
 Every user error prints one line ``ctdn: error: ...`` and exits with status 2; inputs are never
 modified and existing outputs are never overwritten without ``--overwrite``.
@@ -21,7 +24,7 @@ import numpy as np
 
 from . import __version__
 from ._atomic import atomic_path
-from .errors import CTDNError, InputError
+from .errors import CTDNError, DoseError, InputError, MissingDependencyError
 
 DEMO_DOSES = (0.7, 0.5, 0.25, 0.1)
 
@@ -45,6 +48,59 @@ def _parse_geometry(items: list[str] | None) -> dict:
 
 # ---------------------------------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> int:
+    from . import metrics, phantoms
+    from .inference import Denoiser
+    from .sim import Simulator
+    from .viz import panel
+
+    ph = phantoms.generate(args.kind, seed=args.seed, size=args.size)
+    sim = Simulator(pixel_size_mm=ph.pixel_size_mm)
+    t0 = time.perf_counter()
+    clean = sim.noiseless(ph.hu)
+    noisy = sim.simulate(ph.hu, args.dose, seed=args.seed)
+    t_sim = time.perf_counter() - t0
+    den = Denoiser(args.model, backend=args.backend, device=args.device)
+    den(noisy, args.dose)  # warm-up: the first call pays one-off allocation costs
+    t0 = time.perf_counter()
+    out = den(noisy, args.dose)
+    t_den = time.perf_counter() - t0
+    name = getattr(den.model, "meta", {}).get("name", args.model)
+    print(
+        f"ctdn {__version__} demo: {args.kind} phantom (seed {args.seed}, {args.size}x{args.size}, "
+        f"{ph.pixel_size_mm:.3f} mm) simulated at {args.dose:.0%} dose ({t_sim:.1f} s), denoised by model "
+        f"{name!r} with backend {den.backend} on {den.device.type} in {t_den:.2f} s"
+    )
+    print("Against the noise-free reconstruction; PSNR/SSIM on the [-1000, 1000] HU window, noise in the")
+    print("phantom's uniform region, lesion contrast = measured / true for its small low-contrast lesions.\n")
+
+    def lesions(img):
+        r = [
+            (img[ph.lesion_mask(i)].mean() - img[ph.lesion_mask(i, ring=True)].mean()) / les.contrast_hu
+            for i, les in enumerate(ph.lesions)
+            if ph.lesion_mask(i, ring=True).any()
+        ]
+        return float(np.mean(r)) if r else float("nan")
+
+    print(
+        f"{'':>10} {'noise (HU)':>11} {'RMSE (HU)':>10} {'PSNR (dB)':>10} {'SSIM':>7} {'lesion contrast':>16}"
+    )
+    for label, img in (("input", noisy), ("denoised", out)):
+        print(
+            f"{label:>10} {metrics.noise_std(img, clean, ph.uniform):>11.1f} "
+            f"{metrics.rmse_hu(img, clean):>10.1f} "
+            f"{metrics.psnr(img, clean):>10.2f} {metrics.ssim(img, clean):>7.3f} {lesions(img):>16.2f}"
+        )
+    level, width = (40.0, 80.0) if args.kind == "head" else (40.0, 400.0)
+    images = [noisy, out, clean, (out - clean) + level]  # the difference is centred on the window level
+    titles = [f"input ({args.dose:.0%} dose)", f"ctdn {name}", "noise-free reference", "output - reference"]
+    path = panel(
+        images, titles, Path(args.out) / f"{args.kind}_denoised.png", level=level, width=width, columns=4
+    )
+    print(f"\nwrote {path} (window level {level:g}, width {width:g}; difference centred on the level)")
+    return 0
+
+
+def cmd_sim_demo(args: argparse.Namespace) -> int:
     from . import metrics, phantoms
     from .sim import Simulator
     from .viz import panel
@@ -156,6 +212,196 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+NIFTI_AXES = (
+    "NIfTI arrays are (X, Y, Z) (nibabel's data[i, j, k]); ctdn denoises the axial slices Z, each "
+    "slice being data[:, :, k].T, i.e. rows = Y and columns = X, and writes the result back as "
+    "(X, Y, Z) with the input's affine and header (data type float32, no scaling). No flips are "
+    "applied, so the slices are seen in voxel order whatever the affine says."
+)
+
+
+def _kind(path: Path) -> str:
+    """``"npy"``, ``"nifti"`` or ``"dicom"`` (a folder, a DICOM file, anything else) from the name."""
+    name = path.name.lower()
+    if name.endswith(".npy"):
+        return "npy"
+    if name.endswith((".nii", ".nii.gz")):
+        return "nifti"
+    return "dicom"
+
+
+def _nibabel():
+    try:
+        import nibabel
+    except ImportError as exc:
+        raise MissingDependencyError(
+            'NIfTI input and output need nibabel: pip install nibabel (or pip install "ctdn[nifti]")'
+        ) from exc
+    return nibabel
+
+
+def _read_npy(src: Path) -> np.ndarray:
+    try:
+        return np.load(src, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise InputError(f"cannot read {src} as a .npy array: {exc}") from exc
+
+
+def _read_nifti(src: Path):
+    """(HU as (N, H, W) or (H, W), the nibabel image); see :data:`NIFTI_AXES`."""
+    nib = _nibabel()
+    try:
+        img = nib.load(str(src))
+        if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+            raise TypeError(f"it holds a {type(img).__name__}, not a NIfTI-1/2 image")
+        dtype = np.dtype(img.get_data_dtype())
+        if dtype.fields is not None or dtype.kind not in "biuf":
+            raise TypeError(f"its voxels are {dtype}, not real numbers")
+        data = img.get_fdata(dtype=np.float32)
+    except Exception as exc:  # noqa: BLE001 - nibabel raises many types for damaged files
+        raise InputError(f"cannot read {src} as a NIfTI image: {exc}") from exc
+    while data.ndim > 3 and data.shape[-1] == 1:  # (X, Y, Z, 1): a single volume
+        data = data[..., 0]
+    if data.ndim not in (2, 3):
+        raise InputError(
+            f"{src}: expected a 2-D (X, Y) or 3-D (X, Y, Z) NIfTI image, got shape {tuple(img.shape)}"
+        )
+    return np.ascontiguousarray(data.T), img
+
+
+def _dicom_affine(vol) -> np.ndarray:
+    """The NIfTI (RAS) affine of voxel (column, row, slice) of a :class:`ctdn.io.Volume`."""
+    dz, dy, dx = vol.spacing
+    aff = np.eye(4)
+    if vol.orientation is not None and vol.origin is not None:
+        row_dir = np.asarray(vol.orientation[:3], dtype=np.float64)  # along a row: column index grows
+        col_dir = np.asarray(vol.orientation[3:], dtype=np.float64)  # down a column: row index grows
+        normal = np.cross(row_dir, col_dir)
+        aff[:3, 0], aff[:3, 1], aff[:3, 2] = row_dir * dx, col_dir * dy, normal * dz
+        aff[:3, 3] = vol.origin
+        aff[:2] *= -1  # DICOM LPS -> NIfTI RAS
+    else:
+        aff[0, 0], aff[1, 1], aff[2, 2] = dx, dy, dz
+    return aff
+
+
+def _write_nifti(out: np.ndarray, dst: Path, like_img, affine: np.ndarray | None, description: str) -> None:
+    nib = _nibabel()
+    xyz = np.asarray(out, dtype=np.float32).T
+    if like_img is not None:
+        img = type(like_img)(xyz, like_img.affine, header=like_img.header)
+    else:
+        img = nib.Nifti1Image(xyz, np.eye(4) if affine is None else affine)
+        if affine is not None:
+            img.header.set_qform(affine, code=1)
+            img.header.set_sform(affine, code=1)
+        img.header.set_xyzt_units("mm")
+    img.set_data_dtype(np.float32)
+    img.header.set_slope_inter(1.0, 0.0)
+    img.header["descrip"] = description.encode("ascii", "replace")[:79]
+    data = img.to_bytes()
+    if dst.name.lower().endswith(".gz"):
+        import gzip
+
+        data = gzip.compress(data, compresslevel=6)
+    with atomic_path(dst) as tmp:
+        tmp.write_bytes(data)
+
+
+def cmd_denoise(args: argparse.Namespace) -> int:
+    from .inference import Denoiser
+
+    if not (np.isfinite(args.dose) and 0 < args.dose <= 1):
+        raise DoseError(f"--dose is the fraction of a routine full dose, in (0, 1]; got {args.dose:g}")
+    src, dst = Path(args.input), Path(args.output)
+    if not src.exists():
+        raise InputError(f"input {src} does not exist")
+    src_kind, dst_kind = _kind(src), _kind(dst)
+    if dst_kind == "dicom" and src_kind != "dicom":
+        raise InputError(
+            f"a DICOM output needs a DICOM input (its headers are copied); {src} is a "
+            f"{'.npy' if src_kind == 'npy' else 'NIfTI'} file: "
+            "give an output ending in .npy, .nii or .nii.gz"
+        )
+    if src_kind != "dicom" and src.is_dir():
+        raise InputError(f"input {src} is a folder, not a {src_kind} file")
+    _check_output(dst, args.overwrite, [src])
+    if dst_kind != "dicom" and dst.is_dir():
+        raise InputError(f"output {dst} is an existing folder; a {dst_kind} output is a file")
+    if "nifti" in (src_kind, dst_kind):
+        _nibabel()  # before any work: a missing nibabel is named now, not after denoising
+
+    den = Denoiser(
+        args.model,
+        backend=args.backend,
+        device=args.device,
+        precision=args.precision,
+        batch_size=args.batch_size,
+    )
+    meta = getattr(den.model, "meta", {}) or {}
+    model_name = str(meta.get("name") or Path(str(args.model)).stem)
+
+    like = like_img = affine = None
+    if src_kind == "npy":
+        hu = _read_npy(src)
+    elif src_kind == "nifti":
+        hu, like_img = _read_nifti(src)
+    else:
+        from .io import read_dicom
+
+        like = read_dicom(src, series_uid=args.series_uid)
+        hu = like.hu
+
+    if hu.ndim not in (2, 3):
+        raise InputError(
+            f"{src} holds a {hu.ndim}-D array of shape {tuple(hu.shape)}; ctdn denoise takes one slice "
+            "(H, W) or a volume (N, H, W) in HU"
+        )
+    t0 = time.perf_counter()
+    try:
+        out = den(hu, args.dose, progress=not args.quiet)
+    except InputError as exc:  # bad values in the input (NaN/inf, empty): name the file
+        raise type(exc)(f"{src}: {exc}") from exc
+    seconds = time.perf_counter() - t0
+    n = 1 if out.ndim == 2 else len(out)
+
+    what = f"dose {args.dose:g}, model {model_name}"
+    derivation = (
+        f"ctdn {__version__}: denoised by the {model_name} model ({Path(str(args.model)).name}) "
+        f"for a dose fraction of {args.dose:g} of a routine full dose, backend {den.backend} on {den.device}"
+    )
+    try:
+        if dst_kind == "dicom":
+            from .io import write_dicom
+
+            write_dicom(
+                out,
+                like,
+                dst,
+                description=f"ctdn denoised ({what})",
+                derivation=derivation,
+                overwrite=args.overwrite,
+            )
+        elif dst_kind == "npy":
+            with atomic_path(dst) as tmp:
+                np.save(tmp, out.astype(np.float32, copy=False))
+        else:
+            if like is not None:
+                affine = _dicom_affine(like)
+            _write_nifti(out, dst, like_img, affine, f"ctdn denoised ({what})")
+    except CTDNError:
+        raise
+    except OSError as exc:
+        raise InputError(f"cannot write {dst}: {exc}") from exc
+    rate = n / seconds if seconds > 0 else float("inf")
+    print(
+        f"ctdn: denoised {n} slice{'s' if n != 1 else ''} in {seconds:.1f} s ({rate:.1f} slices/s) with "
+        f"backend {den.backend} on {den.device}, model {model_name} -> {dst}"
+    )
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
 def cmd_cache(args: argparse.Namespace) -> int:
     from .datasets import SyntheticDataset, build_cache
 
@@ -180,8 +426,70 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_summary(cfg: dict) -> str:
+    """One line describing a model config (a :meth:`ModelConfig.to_dict`)."""
+
+    def seq(v) -> str:
+        return "/".join(str(x) for x in v) if isinstance(v, (list, tuple)) else str(v)
+
+    parts = [
+        f"{cfg.get('arch', 'nafnet')}",
+        f"widths {seq(cfg.get('widths', '?'))}",
+        f"pixel-unshuffle {cfg.get('shuffle', 1)}",
+        f"blocks enc {seq(cfg.get('enc_blocks', '?'))} mid {cfg.get('mid_blocks', '?')} "
+        f"dec-mid {cfg.get('dec_mid_blocks', '?')} dec {seq(cfg.get('dec_blocks', '?'))}",
+        f"latent {cfg.get('latent', '?')}",
+        f"skips {seq(cfg.get('skips') or []) or 'none'}",
+        f"dose FiLM {cfg.get('film', '?') if cfg.get('dose', True) else 'off'}",
+    ]
+    if "hu_window" in cfg:
+        lo, hi = cfg["hu_window"]
+        parts.append(f"HU window [{lo:g}, {hi:g}]")
+    return ", ".join(parts)
+
+
+def _default_model_lines(name: str = "edge") -> list[str]:
+    import json
+
+    from .models.checkpoint import WEIGHTS_DIR
+
+    card = WEIGHTS_DIR / f"{name}.json"
+    weights = WEIGHTS_DIR / f"{name}.safetensors"
+    if not card.is_file():
+        from .models import PRESETS
+
+        lines = [f"default model: {name}: not shipped yet (no {weights})"]
+        if name in PRESETS:
+            lines.append(f"  preset {name}: {_config_summary(PRESETS[name].to_dict())}")
+        return lines
+    try:
+        meta = json.loads(card.read_text())
+        if not isinstance(meta, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as exc:
+        return [f"default model: {name}: its card {card} is unreadable ({exc})"]
+    state = "" if weights.is_file() else f" (but {weights.name} is missing)"
+    lines = [f"default model: {meta.get('name', name)}{state}, {weights}"]
+    if isinstance(meta.get("config"), dict):
+        lines.append(f"  config: {_config_summary(meta['config'])}")
+    extra = []
+    if meta.get("ctdn_version"):
+        extra.append(f"saved by ctdn {meta['ctdn_version']}")
+    doses = meta.get("doses_seen")
+    if isinstance(doses, (list, tuple)) and doses:
+        try:
+            extra.append(f"trained on doses {', '.join(f'{float(d):g}' for d in doses)}")
+        except (TypeError, ValueError):
+            pass
+    if extra:
+        lines.append("  " + "; ".join(extra))
+    return lines
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     import torch
+
+    from . import backends
 
     print(f"ctdn {__version__}")
     print(f"python {sys.version.split()[0]}, numpy {np.__version__}, torch {torch.__version__}")
@@ -190,6 +498,20 @@ def cmd_info(args: argparse.Namespace) -> int:
             print(f"cuda:{i} {torch.cuda.get_device_name(i)}")
     else:
         print(f"no CUDA device; CPU threads: {torch.get_num_threads()}")
+    for line in _default_model_lines():
+        print(line)
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for dev in devices:
+        status = backends.available(torch.device(dev))
+        ok = [n for n, why in status.items() if why is None]
+        try:
+            auto = backends.resolve("auto", torch.device(dev))
+        except CTDNError:
+            auto = "none"
+        print(f"backends on {dev}: {', '.join(ok) or 'none'} available; auto picks {auto}")
+        for n, why in status.items():
+            if why is not None:
+                print(f"  {n}: unavailable: {why}")
     return 0
 
 
@@ -206,14 +528,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"ctdn {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    d = sub.add_parser("demo", help="simulate a phantom at 70/50/25/10 %% dose and write a PNG panel")
+    d = sub.add_parser("demo", help="denoise a phantom simulated at 10 %% dose with the shipped model")
+    d.add_argument("--kind", default="abdomen", choices=("abdomen", "thorax", "head"))
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--size", type=int, default=512)
+    d.add_argument("--dose", type=_dose, default=0.1, help="simulated dose fraction (default 0.1)")
+    d.add_argument("--model", default="edge", help="shipped model name or .safetensors path")
+    d.add_argument("--backend", default="auto")
+    d.add_argument("--device", default=None)
+    d.add_argument("--out", default="ctdn-demo", help="folder for the PNG (default ./ctdn-demo)")
+    d.set_defaults(func=cmd_demo)
+
+    d = sub.add_parser("sim-demo", help="simulate a phantom at 70/50/25/10 %% dose and write a PNG panel")
     d.add_argument("--kind", default="abdomen", choices=("abdomen", "thorax", "head"))
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--size", type=int, default=512)
     d.add_argument("--doses", type=_dose, nargs="+", default=list(DEMO_DOSES))
     d.add_argument("--out", default="ctdn-demo", help="folder for the PNG (default ./ctdn-demo)")
     d.add_argument("--device", default="cpu")
-    d.set_defaults(func=cmd_demo)
+    d.set_defaults(func=cmd_sim_demo)
 
     s = sub.add_parser("simulate", help="lower the dose of a DICOM series or .npy volume")
     s.add_argument("input", help="DICOM series folder/file or .npy (H, W) / (N, H, W) in HU")
@@ -234,6 +567,34 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true")
     s.set_defaults(func=cmd_simulate)
 
+    n = sub.add_parser(
+        "denoise",
+        help="denoise a DICOM series, .npy volume or NIfTI image",
+        description=(
+            "Denoise INPUT with a trained model and write OUTPUT; the input is never modified. "
+            "INPUT: a DICOM series folder or file, a .npy (H, W) or (N, H, W) array in HU, or a NIfTI "
+            ".nii/.nii.gz image in HU (needs nibabel). OUTPUT: a new folder for a derived DICOM series "
+            "(DICOM input only), or a .npy / .nii / .nii.gz file (float32 HU). " + NIFTI_AXES
+        ),
+    )
+    n.add_argument("input", help="DICOM series folder/file, .npy (H, W)/(N, H, W) in HU, or .nii/.nii.gz")
+    n.add_argument("output", help="new folder for a derived DICOM series, or a .npy, .nii or .nii.gz path")
+    n.add_argument(
+        "--dose",
+        type=_dose,
+        required=True,
+        help="dose of the input scan as a fraction of a routine full dose, in (0, 1]",
+    )
+    n.add_argument("--model", default="edge", help="shipped model name or a .safetensors path (default edge)")
+    n.add_argument("--backend", default="auto", help="inference backend (default auto; see ctdn info)")
+    n.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default cuda when present)")
+    n.add_argument("--precision", default=None, choices=("fp32", "fp16", "bf16"), help="default fp32")
+    n.add_argument("--batch-size", type=int, default=None, help="slices per batch (default 1 CPU, 8 CUDA)")
+    n.add_argument("--series-uid", default=None, help="pick one series from a folder holding several")
+    n.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
+    n.add_argument("--quiet", action="store_true", help="no progress bar (the summary line is still printed)")
+    n.set_defaults(func=cmd_denoise)
+
     c = sub.add_parser("cache", help="build or resume a cache of simulated training pairs")
     c.add_argument("out", help="cache folder")
     c.add_argument("--patients", type=int, default=8)
@@ -248,7 +609,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--device", default="cpu")
     c.set_defaults(func=cmd_cache)
 
-    i = sub.add_parser("info", help="versions and devices")
+    i = sub.add_parser("info", help="versions, devices, the default model and the backends")
     i.set_defaults(func=cmd_info)
     return p
 

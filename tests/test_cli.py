@@ -36,7 +36,7 @@ def test_info(capsys):
 
 
 def test_demo_writes_a_panel_and_noise_grows_as_dose_falls(tmp_path, capsys):
-    assert main(["demo", "--size", "128", "--out", str(tmp_path / "demo")]) == 0
+    assert main(["sim-demo", "--size", "128", "--out", str(tmp_path / "demo")]) == 0
     out = capsys.readouterr().out
     png = tmp_path / "demo" / "abdomen_doses.png"
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
