@@ -123,6 +123,23 @@ def test_model_shapes_and_range(name):
     assert len(feats) == len(m.config.widths) + 1
 
 
+def test_residual_and_clamp_output():
+    torch.manual_seed(0)
+    m = build("tiny", residual=True, out="clamp").eval()
+    x = torch.rand(2, 1, 16, 16) * 2 - 1
+    d = torch.tensor([0.1, 0.5])
+    with torch.no_grad():
+        for p in m.decoder.tail.parameters():
+            p.zero_()
+        torch.testing.assert_close(m(x, d), x)  # a zero correction is the identity
+        for p in m.decoder.tail.parameters():
+            p.normal_()
+        corr = m.decoder(m.features(x, d))
+        torch.testing.assert_close(m(x, d), (x + corr).clamp(-1, 1))
+        assert corr.abs().max() <= 1 and (corr.abs() == 1).any()  # clamped, not tanh-squashed
+        assert m(x, d).abs().max() <= 1
+
+
 def test_teacher_and_student_share_decoder_layout():
     cfg = preset("tiny")
     t, s = Autoencoder(cfg), CTDenoiser(cfg)

@@ -12,6 +12,7 @@ __all__ = ["ModelConfig", "PRESETS", "preset"]
 _DOWN = ("conv3", "conv2")
 _UP = ("tconv3", "tconv2")
 _FILM = ("mid", "all")
+_OUT = ("tanh", "clamp")
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,11 @@ class ModelConfig:
       ``down`` / ``up``: stride-2 3x3 convs and 3x3 transposed convs (the seed) or 2x2 ones;
       ``film``: which student blocks get the dose scale/shift, ``"mid"`` (bottleneck, the seed)
       or ``"all"`` (every encoder block).
+    - ``out``: the final activation, ``"tanh"`` (the seed) or ``"clamp"`` to [-1, 1] (linear inside
+      the window, so an identity-like path needs no large weights to reach air at -1).
+    - ``residual``: the student's output is ``clamp(input + decoder(...))``, a correction to the
+      input rather than the image itself (the teacher always reconstructs the image). Only the
+      fine-tune stage can train such a student: see docs/models.md.
     """
 
     arch: str = "nafnet"
@@ -46,6 +52,8 @@ class ModelConfig:
     dose: bool = True
     dose_dim: int = 64
     film: str = "mid"
+    out: str = "tanh"
+    residual: bool = False
     hu_window: tuple[float, float] = field(default=(-1000.0, 1000.0))
 
     def __post_init__(self) -> None:
@@ -71,6 +79,8 @@ class ModelConfig:
             raise InputError(f"down must be one of {_DOWN}, got {self.down!r}")
         if self.up not in _UP:
             raise InputError(f"up must be one of {_UP}, got {self.up!r}")
+        if self.out not in _OUT:
+            raise InputError(f"out must be one of {_OUT}, got {self.out!r}")
         if self.film not in _FILM:
             raise InputError(f"film must be one of {_FILM}, got {self.film!r}")
         lo, hi = self.hu_window
@@ -104,9 +114,8 @@ PRESETS: dict[str, ModelConfig] = {
     # 1x1 to a 512-ch latent; decoder 1x1, 8 NAFBlocks, three transposed convs, conv + Tanh.
     "paper": ModelConfig(),
     # The shipped default (see docs/models.md for how it was chosen): the input is pixel-unshuffled
-    # by 2 so no conv runs at full resolution, and the decoder takes skip features from levels 1 and
-    # 2 (1/4 and 1/8 of the input size). No level-0 skip: the student's level-0 features have a
-    # receptive field too small to denoise, and a frozen decoder would add their noise back.
+    # by 2 so no conv runs at full resolution, the decoder takes skip features from every level, and
+    # the output is a clamped correction added to the input (residual).
     "edge": ModelConfig(
         widths=(16, 32, 64, 128),
         shuffle=2,
@@ -115,7 +124,9 @@ PRESETS: dict[str, ModelConfig] = {
         latent=128,
         dec_mid_blocks=1,
         dec_blocks=(1, 1, 1),
-        skips=(1, 2),
+        skips=(0, 1, 2),
+        out="clamp",
+        residual=True,
         down="conv2",
         up="tconv2",
         film="all",

@@ -90,6 +90,7 @@ class Decoder(nn.Module):
         )
         self.tail = nn.Conv2d(w[0], s * s, 3, padding=1)
         self.shuffle = nn.PixelShuffle(s) if s > 1 else nn.Identity()
+        self.out = cfg.out
 
     def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
         x = self.mid(self.inp(feats[-1]))
@@ -98,7 +99,8 @@ class Decoder(nn.Module):
             if lv in self.skips:
                 x = x + feats[lv]
             x = self.levels[lv](x)
-        return torch.tanh(self.shuffle(self.tail(x)))
+        y = self.shuffle(self.tail(x))
+        return torch.tanh(y) if self.out == "tanh" else y.clamp(-1.0, 1.0)
 
 
 class Autoencoder(nn.Module):
@@ -145,4 +147,5 @@ class CTDenoiser(nn.Module):
         return self.encoder(x, self.embed(dose, x.shape[0], x.device))
 
     def forward(self, x: torch.Tensor, dose: torch.Tensor | None = None) -> torch.Tensor:
-        return self.decoder(self.features(x, dose))
+        y = self.decoder(self.features(x, dose))
+        return (x + y).clamp(-1.0, 1.0) if self.config.residual else y
