@@ -66,6 +66,21 @@ def test_finetune_stage_trains_the_decoder_too(tmp_path):
     assert any(not torch.equal(tuned[k], student[k]) for k in dec)
 
 
+def test_residual_fine_tune_starts_from_the_pure_distilled_student(tmp_path):
+    changes = {"residual": True, "out": "clamp"}
+    r = recipe("smoke", finetune_steps=2, model_changes=changes)
+    path = train(r, tmp_path, cache=tmp_path / "cache", device="cpu", progress=False)
+    assert load_model(path).config.residual
+    assert not load_model(tmp_path / "student.safetensors").config.residual  # stage 2 is the method
+
+
+def test_scratch_ablation_skips_the_teacher(tmp_path):
+    r = recipe("smoke", finetune_steps=2, finetune_init="scratch")
+    path = train(r, tmp_path, cache=tmp_path / "cache", device="cpu", progress=False)
+    assert path.name == "scratch.safetensors" and not (tmp_path / "teacher.safetensors").exists()
+    assert load_model(path).meta["stages"] == ["scratch"]
+
+
 def test_resume_continues_exactly(tmp_path, monkeypatch):
     r = recipe("smoke", student_steps=4, ckpt_every=2, val_every=100)
     cache = tmp_path / "cache"

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from tqdm.auto import tqdm
 
 from ctdn import metrics
@@ -155,6 +156,11 @@ def _stage(
     if stage == "finetune":
         model = CTDenoiser(cfg).to(device)
         model.load_state_dict(init.state_dict())
+        if cfg.residual and not init.config.residual:
+            # The decoder's last conv drew the image; a residual model needs a correction, so it
+            # starts at zero (the model starts as the identity) while every feature is kept.
+            nn.init.zeros_(model.decoder.tail.weight)
+            nn.init.zeros_(model.decoder.tail.bias)
         params = list(model.parameters())
         total, lr = r.finetune_steps, r.finetune_lr
     elif stage == "teacher":
@@ -162,7 +168,9 @@ def _stage(
         params = list(model.parameters())
         total = r.teacher_steps or r.teacher_epochs * math.ceil(len(bank) / r.batch)
     else:
-        model = CTDenoiser(cfg).to(device)
+        # Stage 2 is the published method: the frozen decoder reconstructs the image, so the
+        # student it trains is never residual (a residual config applies from stage 3 on).
+        model = CTDenoiser(cfg.replace(residual=False)).to(device)
         model.decoder.load_state_dict(teacher.decoder.state_dict())
         model.decoder.requires_grad_(False)
         if r.student_init == "teacher":  # same encoder shapes; the dose scale/shift starts as identity
@@ -322,6 +330,8 @@ def train(r: Recipe, out, *, stages=STAGES, cache=None, device=None, progress=Tr
         run_file = out / "run.json"
         if run_file.exists():
             summary = {**json.loads(run_file.read_text()), **{k: summary[k] for k in ("device", "torch")}}
+        if r.finetune_init == "scratch":
+            return _scratch(r, out, bank, val_items, device, log, progress, summary, desc, where, export)
         teacher_file = out / "teacher.safetensors"
         teacher = None
         if "teacher" in stages or not teacher_file.exists():
@@ -367,6 +377,28 @@ def train(r: Recipe, out, *, stages=STAGES, cache=None, device=None, progress=Tr
         return path
     finally:
         log.close()
+
+
+def _scratch(r, out, bank, val_items, device, log, progress, summary, desc, where, export) -> Path:
+    """The ablation: the final network trained end to end from random weights, no teacher."""
+    init = CTDenoiser(preset(r.model, **r.model_changes).replace(residual=False))
+    model, res, secs, steps = _stage("finetune", r, out, bank, val_items, device, log, progress, init=init)
+    summary["finetune"] = {"steps": steps, "seconds": secs, "val": res, "device": where, "init": "scratch"}
+    (out / "run.json").write_text(json.dumps(summary, indent=2))
+    meta = {
+        "name": r.model,
+        "data": desc,
+        "doses_seen": bank.doses,
+        "recipe": r.to_dict(),
+        "training": {"finetune": summary["finetune"]},
+        "stages": ["scratch"],
+        "val_metrics": res,
+        "dose_semantics": "fraction of a routine full dose (about 10 HU soft-tissue noise at 1.0)",
+    }
+    path = save_model(model.cpu(), out / "scratch.safetensors", meta)
+    if export is not None:
+        save_model(model, export, meta)
+    return path
 
 
 def _save_teacher(model: Autoencoder, path: Path) -> None:

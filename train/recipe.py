@@ -17,6 +17,8 @@ class Recipe:
     Stage lengths: ``*_steps`` when set, else ``*_epochs`` passes over the training pairs.
     ``finetune_steps`` > 0 adds stage 3: the distilled student's encoder and decoder trained
     together on (LDCT -> NDCT), starting from stage 2 (0: the pure teacher-student method).
+    ``finetune_init="scratch"`` skips stages 1-2 and trains the same network from random weights
+    for ``finetune_steps`` (the ablation that measures what distillation is worth).
     Data: ``data`` is ``"synthetic"``, ``"mayo:PATH"`` or ``"npy:PATH"``; ``synthetic`` holds the
     :class:`ctdn.datasets.SyntheticDataset` keywords used when it is synthetic.
     """
@@ -59,6 +61,7 @@ class Recipe:
     student_init: str = "fresh"
     finetune_steps: int = 0
     finetune_lr: float = 2e-4
+    finetune_init: str = "student"
     lambda_grad: float = 0.0
     seed: int = 0
     amp: bool = True
@@ -91,10 +94,10 @@ RECIPES: dict[str, Recipe] = {
         model="edge",
         patch=128,
         lr=1e-3,
-        teacher_steps=3000,
-        student_steps=4000,
-        finetune_steps=6000,
-        finetune_lr=5e-4,
+        teacher_steps=2000,
+        student_steps=2000,
+        finetune_steps=8000,
+        finetune_lr=1e-3,
         warmup_steps=200,
         student_init="teacher",
         ckpt_every=250,
