@@ -207,6 +207,15 @@ def test_checkpoint_roundtrip(tmp_path):
     assert back.meta["doses_seen"] == [0.1, 0.5]
 
 
+def test_written_files_get_normal_permissions(tmp_path):
+    from ctdn import _atomic
+
+    path = save_model(build("tiny"), tmp_path / "m.safetensors")
+    want = 0o666 & ~_atomic._UMASK  # what open() gives under this process's umask
+    assert path.stat().st_mode & 0o777 == want  # not mkstemp's private 0600
+    assert (tmp_path / "m.json").stat().st_mode & 0o777 == want
+
+
 def test_checkpoint_refusals(tmp_path):
     import safetensors.torch as st
 
