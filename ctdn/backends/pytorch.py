@@ -35,10 +35,18 @@ class Runner:
         # A private copy: the caller's module is never moved to another device or changed.
         self.model = copy.deepcopy(model).to(device).eval().requires_grad_(False)
         self.dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
+        # channels_last: oneDNN's convolutions skip a layout reorder per layer (measured 80 -> 67 ms
+        # per 512x512 slice for `edge` on the 2-core CPU).
+        self.memory_format = torch.channels_last if device.type == "cpu" else torch.contiguous_format
+        self.model = self.model.to(memory_format=self.memory_format)
 
     def __call__(self, x: np.ndarray, dose: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            xt = torch.from_numpy(x).to(self.device, non_blocking=True)
+            xt = (
+                torch.from_numpy(x)
+                .to(self.device, non_blocking=True)
+                .contiguous(memory_format=self.memory_format)
+            )
             dt = torch.from_numpy(dose).to(self.device)
             with torch.autocast(
                 self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None
