@@ -138,6 +138,20 @@ def _validate(model, items, stage: str, device, m: int) -> tuple[dict, list]:
     return res, shown
 
 
+def _optional_terms(r: Recipe, out: torch.Tensor, y: torch.Tensor, loss, terms: dict):
+    """Add the student's optional SSIM and gradient terms to ``loss`` (and ``terms``)."""
+    if r.student_ssim:
+        ss = losses.ssim(out, y)
+        loss = loss + r.student_ssim * (1 - ss)
+        terms["ssim"] = ss
+    if r.lambda_grad:
+        g = losses.gradient_l1(out.float(), y)
+        loss = loss + r.lambda_grad * g
+        terms["grad_l1"] = g
+    terms["loss"] = loss
+    return loss
+
+
 def _stage(
     stage: str,
     r: Recipe,
@@ -212,15 +226,7 @@ def _stage(
                 l1 = F.l1_loss(out_.float(), y)
                 loss = l1
                 terms = {"l1": l1}
-                if r.student_ssim:
-                    ss = losses.ssim(out_, y)
-                    loss = loss + r.student_ssim * (1 - ss)
-                    terms["ssim"] = ss
-                if r.lambda_grad:
-                    g = losses.gradient_l1(out_.float(), y)
-                    loss = loss + r.lambda_grad * g
-                    terms["grad_l1"] = g
-                terms["loss"] = loss
+                loss = _optional_terms(r, out_, y, loss, terms)
             else:
                 with torch.no_grad():
                     ft = teacher.features(y)
@@ -230,15 +236,7 @@ def _stage(
                 l1 = F.l1_loss(out_.float(), y)
                 loss = r.lambda_lat * lat + r.lambda_rec * l1
                 terms = {"loss": loss, "feat_mse": lat, "l1": l1}
-                if r.student_ssim:
-                    ss = losses.ssim(out_, y)
-                    loss = loss + r.student_ssim * (1 - ss)
-                    terms["ssim"] = ss
-                if r.lambda_grad:
-                    g = losses.gradient_l1(out_.float(), y)
-                    loss = loss + r.lambda_grad * g
-                    terms["grad_l1"] = g
-                terms["loss"] = loss
+                loss = _optional_terms(r, out_, y, loss, terms)
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"{stage} loss became {loss.item()} at step {step}; lower the lr or disable amp"
