@@ -126,6 +126,18 @@ class Phantom:
         same = ndimage.binary_erosion(self.labels == dominant, np.ones((3, 3), bool), border_value=1)
         return mask & same
 
+    def lesion_contrast(self, img: np.ndarray, i: int) -> float:
+        """Measured contrast of lesion ``i`` in ``img`` (HU): mean of its interior minus its ring's."""
+        inside, ring = self.lesion_mask(i), self.lesion_mask(i, ring=True)
+        if not (inside.any() and ring.any()):
+            return float("nan")
+        return float(img[inside].mean(dtype=np.float64) - img[ring].mean(dtype=np.float64))
+
+    def contrast_kept(self, img: np.ndarray) -> list[float]:
+        """Measured / true contrast of every measurable lesion in ``img`` (1.0: fully kept)."""
+        ratios = [self.lesion_contrast(img, i) / les.contrast_hu for i, les in enumerate(self.lesions)]
+        return [r for r in ratios if np.isfinite(r)]
+
 
 def _disk_mask(
     shape: tuple[int, ...], center: tuple[float, float], radius: float, at_least_one: bool = False

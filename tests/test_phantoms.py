@@ -198,6 +198,16 @@ def test_lesion_contrast_is_measurable(ph):
             assert float(ph.hu[ring].std()) < abs(les.contrast_hu)
 
 
+def test_contrast_kept(ph):
+    kept = ph.contrast_kept(ph.hu)
+    assert kept and all(abs(k - 1) < 0.3 for k in kept)  # the phantom keeps its own contrast
+    flat = np.full_like(ph.hu, 40.0)
+    assert all(k == 0 for k in ph.contrast_kept(flat))  # a flat image keeps none
+    measurable = [i for i, les in enumerate(ph.lesions) if les.radius_px >= 3.0]
+    for i in measurable:
+        assert abs(ph.lesion_contrast(ph.hu, i) - ph.lesions[i].contrast_hu) <= 3.0
+
+
 def test_lesion_mask_rejects_bad_indices(ph):
     for bad in (-1, len(ph.lesions), 1.0, True):
         with pytest.raises(InputError, match="lesion index"):

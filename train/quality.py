@@ -59,22 +59,13 @@ def _slices(ds: SyntheticDataset) -> list[dict]:
     return out
 
 
-def _lesion_ratio(img: np.ndarray, ph) -> list[float]:
-    r = []
-    for i, les in enumerate(ph.lesions):
-        inside, ring = ph.lesion_mask(i), ph.lesion_mask(i, ring=True)
-        if inside.any() and ring.any():
-            r.append(float((img[inside].mean() - img[ring].mean()) / les.contrast_hu))
-    return r
-
-
 def _score(img: np.ndarray, s: dict) -> dict:
     ph, ref = s["phantom"], s["target"]
     return {
         "psnr": metrics.psnr(img, ref),
         "ssim": metrics.ssim(img, ref),
         "rmse_hu": metrics.rmse_hu(img, ref),
-        "lesion": _lesion_ratio(img, ph),
+        "lesion": ph.contrast_kept(img),
         "uniform_dhu": float(img[ph.uniform].mean() - ref[ph.uniform].mean()),
     }
 
