@@ -31,7 +31,7 @@ SEAM_HIGH_HU = 50.0  # blend width below the window's top
 SEAM_LOW_HU = (100.0, 150.0)  # blend from low - 100 to low - 150 HU
 
 
-def _device(device) -> torch.device:
+def parse_device(device) -> torch.device:
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -101,7 +101,8 @@ def passthrough_weight(hu: np.ndarray, window: tuple[float, float]) -> np.ndarra
     return np.maximum(w_hi, w_lo).astype(np.float32)
 
 
-def _pad(x: np.ndarray, m: int) -> np.ndarray:
+def pad_to_multiple(x: np.ndarray, m: int) -> np.ndarray:
+    """Pad (..., H, W) at the bottom and right so H and W are multiples of ``m`` (crop back after)."""
     h, w = x.shape[-2:]
     ph, pw = (-h) % m, (-w) % m
     if not (ph or pw):
@@ -130,7 +131,7 @@ class Denoiser:
         precision: str | None = None,
         batch_size: int | None = None,
     ) -> None:
-        self.device = _device(device)
+        self.device = parse_device(device)
         if isinstance(model, torch.nn.Module):
             if not isinstance(model, CTDenoiser):
                 raise InputTypeError(
@@ -187,7 +188,9 @@ class Denoiser:
             for i in range(0, x.shape[0], b):
                 xs = x[i : i + b]
                 unit = hu_to_unit(xs, lo, hi).astype(np.float32)
-                y = unit_to_hu(self._runner(_pad(unit[:, None], m), d[i : i + b])[:, 0, :h, :w], lo, hi)
+                y = unit_to_hu(
+                    self._runner(pad_to_multiple(unit[:, None], m), d[i : i + b])[:, 0, :h, :w], lo, hi
+                )
                 wgt = passthrough_weight(xs, (lo, hi))
                 out[i : i + b] = y + wgt * (xs - y)
                 bar.update(len(xs))
@@ -228,7 +231,7 @@ def denoise(
     :class:`Denoiser` for the arguments.
     """
     model = "edge" if model is None else model
-    key = (model if not isinstance(model, torch.nn.Module) else id(model), backend, str(_device(device)))
+    key = (model if not isinstance(model, torch.nn.Module) else id(model), backend, str(parse_device(device)))
     with _LOCK:
         den = _CACHE.get(key)
         if den is None or (isinstance(model, torch.nn.Module) and den.model is not model):

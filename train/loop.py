@@ -25,6 +25,7 @@ from ctdn import metrics
 from ctdn._version import __version__
 from ctdn.errors import InputError
 from ctdn.hu import hu_to_unit, unit_to_hu
+from ctdn.inference import pad_to_multiple, parse_device
 from ctdn.models import Autoencoder, CTDenoiser, preset, save_model
 from ctdn.viz import panel
 
@@ -37,9 +38,8 @@ __all__ = ["train", "device_name", "pick_device"]
 
 
 def pick_device(device=None) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    """``"auto"`` or None: CUDA when present; otherwise the named device, checked."""
+    return parse_device(None if device == "auto" else device)
 
 
 def device_name(device: torch.device) -> str:
@@ -100,20 +100,14 @@ def _schedule(opt, total: int, warmup: int):
     return torch.optim.lr_scheduler.LambdaLR(opt, f)
 
 
-def _pad(x: torch.Tensor, m: int) -> tuple[torch.Tensor, int, int]:
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % m, (-w) % m
-    return (F.pad(x, (0, pw, 0, ph), mode="reflect") if ph or pw else x), h, w
-
-
 @torch.no_grad()
 def _validate(model, items, stage: str, device, m: int) -> tuple[dict, list]:
     model.eval()
     rows, shown = [], []
     for it in items:
         src = it["ndct"] if stage == "teacher" else it["ldct"]
-        x = torch.from_numpy(hu_to_unit(src.astype(np.float32)))[None, None].to(device)
-        x, h, w = _pad(x, m)
+        h, w = src.shape
+        x = torch.from_numpy(pad_to_multiple(hu_to_unit(src.astype(np.float32))[None, None], m)).to(device)
         d = torch.tensor([float(it["dose"])], device=device)
         y = model(x, d)[..., :h, :w].float().cpu().numpy()[0, 0]
         out = unit_to_hu(y)
@@ -334,7 +328,8 @@ def train(r: Recipe, out, *, stages=STAGES, cache=None, device=None, progress=Tr
         teacher = None
         if "teacher" in stages or not teacher_file.exists():
             teacher, res, secs, steps = _stage("teacher", r, out, bank, val_items, device, log, progress)
-            _save_teacher(teacher, teacher_file)
+            save_model(teacher.cpu(), teacher_file)
+            teacher.to(device)
             summary["teacher"] = {"steps": steps, "seconds": secs, "val": res, "device": where}
             run_file.write_text(json.dumps(summary, indent=2))
         if "student" not in stages:
@@ -344,16 +339,7 @@ def train(r: Recipe, out, *, stages=STAGES, cache=None, device=None, progress=Tr
         student, res, secs, steps = _stage("student", r, out, bank, val_items, device, log, progress, teacher)
         summary["student"] = {"steps": steps, "seconds": secs, "val": res, "device": where}
         run_file.write_text(json.dumps(summary, indent=2))
-        meta = {
-            "name": r.model,
-            "data": desc,
-            "doses_seen": bank.doses,
-            "dose_semantics": "fraction of a routine full dose (about 10 HU soft-tissue noise at 1.0)",
-            "recipe": r.to_dict(),
-            "training": {k: summary[k] for k in ("teacher", "student")},
-            "stages": ["teacher", "student"],
-            "val_metrics": res,
-        }
+        meta = _model_meta(r, desc, bank, summary, ["teacher", "student"], res)
         path = save_model(student.cpu(), out / "student.safetensors", meta)
         final = student
         if r.finetune_steps > 0 and "finetune" in stages:
@@ -362,12 +348,7 @@ def train(r: Recipe, out, *, stages=STAGES, cache=None, device=None, progress=Tr
             )
             summary["finetune"] = {"steps": steps, "seconds": secs, "val": res, "device": where}
             run_file.write_text(json.dumps(summary, indent=2))
-            meta = {
-                **meta,
-                "training": {k: summary[k] for k in ("teacher", "student", "finetune")},
-                "stages": ["teacher", "student", "finetune"],
-                "val_metrics": res,
-            }
+            meta = _model_meta(r, desc, bank, summary, ["teacher", "student", "finetune"], res)
             path = save_model(tuned.cpu(), out / "finetuned.safetensors", meta)
             final = tuned
         if export is not None:
@@ -377,45 +358,31 @@ def train(r: Recipe, out, *, stages=STAGES, cache=None, device=None, progress=Tr
         log.close()
 
 
+def _model_meta(r: Recipe, desc: dict, bank: PairBank, summary: dict, stages: list[str], res: dict) -> dict:
+    """What a trained model's checkpoint says about how it was made."""
+    return {
+        "name": r.model,
+        "data": desc,
+        "doses_seen": bank.doses,
+        "dose_semantics": "fraction of a routine full dose (about 10 HU soft-tissue noise at 1.0)",
+        "recipe": r.to_dict(),
+        "training": {k: summary[k] for k in stages},
+        "stages": stages,
+        "val_metrics": res,
+    }
+
+
 def _scratch(r, out, bank, val_items, device, log, progress, summary, desc, where, export) -> Path:
     """The ablation: the final network trained end to end from random weights, no teacher."""
     init = CTDenoiser(preset(r.model, **r.model_changes).replace(residual=False))
     model, res, secs, steps = _stage("finetune", r, out, bank, val_items, device, log, progress, init=init)
     summary["finetune"] = {"steps": steps, "seconds": secs, "val": res, "device": where, "init": "scratch"}
     (out / "run.json").write_text(json.dumps(summary, indent=2))
-    meta = {
-        "name": r.model,
-        "data": desc,
-        "doses_seen": bank.doses,
-        "recipe": r.to_dict(),
-        "training": {"finetune": summary["finetune"]},
-        "stages": ["scratch"],
-        "val_metrics": res,
-        "dose_semantics": "fraction of a routine full dose (about 10 HU soft-tissue noise at 1.0)",
-    }
+    meta = {**_model_meta(r, desc, bank, summary, ["finetune"], res), "stages": ["scratch"]}
     path = save_model(model.cpu(), out / "scratch.safetensors", meta)
     if export is not None:
         save_model(model, export, meta)
     return path
-
-
-def _save_teacher(model: Autoencoder, path: Path) -> None:
-    import safetensors.torch as st
-
-    from ctdn._atomic import atomic_path
-
-    meta = {
-        "format": "ctdn-model/1",
-        "kind": "teacher",
-        "config": model.config.to_dict(),
-        "ctdn_version": __version__,
-    }
-    with atomic_path(path) as tmp:
-        st.save_file(
-            {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-            str(tmp),
-            metadata={"ctdn": json.dumps(meta)},
-        )
 
 
 def _load_teacher(path: Path, r: Recipe, device) -> Autoencoder:

@@ -15,7 +15,7 @@ from .._atomic import atomic_path
 from .._version import __version__
 from ..errors import CTDNError, InputError, InputTypeError
 from .config import ModelConfig
-from .nafnet import CTDenoiser
+from .nafnet import Autoencoder, CTDenoiser
 
 __all__ = ["save_model", "load_model", "read_meta", "model_path", "WEIGHTS_DIR", "FORMAT"]
 
@@ -35,17 +35,22 @@ def _safetensors():
     return st
 
 
-def save_model(model: CTDenoiser, path, meta: dict | None = None) -> Path:
-    """Write ``model`` (a :class:`CTDenoiser`) and ``meta`` to ``path`` (.safetensors) and its .json."""
-    if not isinstance(model, CTDenoiser):
-        raise InputTypeError(f"save_model takes a CTDenoiser, got {type(model).__name__}")
+def save_model(model: CTDenoiser | Autoencoder, path, meta: dict | None = None) -> Path:
+    """Write ``model`` and ``meta`` to ``path`` (.safetensors) and its .json.
+
+    A :class:`CTDenoiser` is written as kind ``student`` (what :func:`load_model` reads), an
+    :class:`Autoencoder` as kind ``teacher`` (training only).
+    """
+    kinds = {CTDenoiser: "student", Autoencoder: "teacher"}
+    if type(model) not in kinds:
+        raise InputTypeError(f"save_model takes a CTDenoiser or an Autoencoder, got {type(model).__name__}")
     path = Path(path)
     if path.suffix != ".safetensors":
         raise InputError(f"a model file must end in .safetensors, got {path.name}")
     full = {
         **(meta or {}),
         "format": FORMAT,
-        "kind": "student",
+        "kind": kinds[type(model)],
         "config": model.config.to_dict(),
         "hu_window": list(model.config.hu_window),
         "ctdn_version": __version__,
