@@ -32,6 +32,7 @@ SEAM_LOW_HU = (100.0, 150.0)  # blend from low - 100 to low - 150 HU
 
 
 def parse_device(device) -> torch.device:
+    """A torch device from a name; None means CUDA when present, else the CPU."""
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -42,20 +43,20 @@ def parse_device(device) -> torch.device:
 
 def _volume(volume) -> tuple[np.ndarray, dict]:
     """(N, H, W) float32 copy of the input and how to give the result back."""
-    info = {"torch": None, "dtype": None, "squeeze": False}
+    info = {"torch": None, "squeeze": False}
     if isinstance(volume, torch.Tensor):
         info["torch"] = volume.device
         if volume.is_complex() or volume.dtype == torch.bool:
             raise InputTypeError(f"volume must hold real HU values, got a {volume.dtype} tensor")
-        info["dtype"] = volume.dtype
-        arr = volume.detach().cpu().numpy()
+        t = volume.detach().cpu()
+        arr = (t.float() if t.dtype == torch.bfloat16 else t).numpy()  # numpy has no bfloat16
     elif isinstance(volume, np.ndarray):
         arr = volume
-        info["dtype"] = volume.dtype
     else:
         raise InputTypeError(
             f"volume must be a numpy array or a torch tensor in HU, got {type(volume).__name__}"
         )
+    info["dtype"] = arr.dtype
     if arr.dtype == bool or not (
         np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)
     ):
@@ -197,13 +198,9 @@ class Denoiser:
         if info["squeeze"]:
             out = out[0]
         dtype = info["dtype"]
-        if keep_dtype and dtype is not None:
-            np_dtype = (
-                np.dtype(str(dtype).replace("torch.", "")) if info["torch"] is not None else np.dtype(dtype)
-            )
-            if np.issubdtype(np_dtype, np.integer):
-                r = np.iinfo(np_dtype)
-                out = np.clip(np.rint(out), r.min, r.max).astype(np_dtype)
+        if keep_dtype and np.issubdtype(dtype, np.integer):
+            r = np.iinfo(dtype)
+            out = np.clip(np.rint(out), r.min, r.max).astype(dtype)
         if info["torch"] is not None:
             return torch.from_numpy(out).to(info["torch"])
         return out

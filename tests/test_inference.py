@@ -71,6 +71,14 @@ def test_input_is_not_modified(den):
     np.testing.assert_array_equal(t.numpy(), keep)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.int16])
+def test_torch_dtypes(den, dtype):
+    t = torch.full((2, 16, 16), 40).to(dtype)
+    out = den(t, 0.5)
+    assert isinstance(out, torch.Tensor) and out.dtype == torch.float32 and out.shape == t.shape
+    assert den(t, 0.5, keep_dtype=True).dtype == (torch.int16 if dtype == torch.int16 else torch.float32)
+
+
 def test_integer_input_and_keep_dtype(den):
     x = np.full((2, 16, 16), 40, np.int16)
     assert den(x, 0.5).dtype == np.float32
