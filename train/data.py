@@ -20,7 +20,7 @@ from ctdn.hu import hu_to_unit
 
 from .recipe import Recipe
 
-__all__ = ["PairBank", "datasets_for", "describe"]
+__all__ = ["PairBank", "datasets_for"]
 
 _STAGE_SALT = {"teacher": 11, "student": 23, "finetune": 37}
 
@@ -51,11 +51,6 @@ def datasets_for(r: Recipe, cache: Path | None) -> tuple[object, object, dict]:
     parts = split_by_patient(ds.patients, r.split, seed=r.seed)
     desc = {"source": kind, "root": str(Path(path).resolve()), "split": parts}
     return ds.subset(parts["train"]), ds.subset(parts["val"]), desc
-
-
-def describe(ds) -> list[float]:
-    """The distinct nominal doses in a dataset's items."""
-    return sorted({float(ds[i]["dose"]) for i in range(len(ds))}) if len(ds) < 64 else []
 
 
 class PairBank:

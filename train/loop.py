@@ -275,7 +275,7 @@ _LATER = {
     "student": ("finetune_",),
     "finetune": (),
 }
-_CADENCE = {"ckpt_every", "val_every", "log_every", "val_slices", "workers"}
+_CADENCE = {"ckpt_every", "val_every", "log_every", "val_slices"}
 
 
 def _stage_keys(recipe: dict, stage: str) -> dict:

@@ -69,7 +69,6 @@ class Recipe:
     val_every: int = 500
     log_every: int = 20
     val_slices: int = 4
-    workers: int = 0
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
