@@ -86,7 +86,10 @@ def _summary(rows: list[dict]) -> dict:
 
 
 def _noise_std(slices: list[dict], d: float) -> float:
-    return float(np.mean([np.std((s["ldct"][d] - s["target"])[s["phantom"].uniform]) for s in slices]))
+    """Mean over slices of the LDCT noise std in the uniform region (what NL-means and BM3D are given)."""
+    return float(
+        np.mean([metrics.noise_std(s["ldct"][d], s["target"], s["phantom"].uniform) for s in slices])
+    )
 
 
 def run(
