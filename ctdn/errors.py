@@ -15,6 +15,7 @@ __all__ = [
     "DicomError",
     "MissingDependencyError",
     "CacheError",
+    "EngineError",
 ]
 
 
@@ -44,3 +45,7 @@ class MissingDependencyError(CTDNError, ImportError):
 
 class CacheError(CTDNError, OSError):
     """A simulated-pair cache that is corrupt or was built with other settings."""
+
+
+class EngineError(CTDNError, RuntimeError):
+    """A deployed engine or package that cannot run here: sidecar mismatch, other GPU or version, corrupt."""

@@ -22,7 +22,11 @@ __all__ = ["BACKENDS", "register", "unavailable", "available", "resolve", "creat
 log = logging.getLogger("ctdn")
 
 # name -> module (imported lazily: onnxruntime, triton and tensorrt are heavy and optional).
-BACKENDS: dict[str, str] = {"torch": "ctdn.backends.pytorch"}
+BACKENDS: dict[str, str] = {
+    "torch": "ctdn.backends.pytorch",
+    "onnxruntime": "ctdn.backends.onnxruntime",
+    "openvino": "ctdn.backends.openvino",
+}
 
 
 def register(name: str, module: str) -> None:

@@ -24,11 +24,12 @@ class LayerNorm2d(nn.Module):
         self.weight = nn.Parameter(torch.ones(channels))
         self.bias = nn.Parameter(torch.zeros(channels))
         self.eps = eps
+        self.shape = (channels,)  # a constant, not x.shape[1]: the ONNX tracer keeps it static
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # permute + layer_norm (not a hand-written mean/var) so ONNX export (opset >= 17) emits one
         # LayerNormalization node, which TensorRT keeps in fp32 inside fp16 engines.
-        y = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), self.weight, self.bias, self.eps)
+        y = F.layer_norm(x.permute(0, 2, 3, 1), self.shape, self.weight, self.bias, self.eps)
         return y.permute(0, 3, 1, 2)
 
 
