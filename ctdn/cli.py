@@ -511,6 +511,28 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from . import export
+
+    out = Path(args.output)
+    fmt = args.format or {".onnx": "onnx", ".pt2": "aoti"}.get(out.suffix)
+    if fmt is None:
+        raise InputError(f"cannot tell the format from {out.name!r}: name it .onnx or .pt2, or pass --format")
+    if out.exists() and not args.overwrite:
+        raise InputError(f"{out} exists; pass --overwrite to replace it")
+    t0 = time.perf_counter()
+    if fmt == "onnx":
+        export.to_onnx(args.model, out, opset=args.opset)
+        meta = export.onnx_meta(out)
+        what = f"ONNX opset {meta['opset']}, fingerprint {meta['fingerprint']}"
+    else:
+        export.to_aoti(args.model, out, device=args.device or "cpu", max_batch=args.max_batch,
+                       max_size=args.max_size)
+        what = f"AOTInductor package for {args.device or 'cpu'}, sidecar {out}.json"
+    print(f"wrote {out} ({what}) in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------
 def _dose(text: str) -> float:
     try:
@@ -604,6 +626,26 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--vary", action="store_true", help="vary geometry, filter, I0, noise and dose")
     c.add_argument("--device", default="cpu")
     c.set_defaults(func=cmd_cache)
+
+    e = sub.add_parser(
+        "export",
+        help="export a model to ONNX (.onnx) or an AOTInductor package (.pt2)",
+        description=(
+            "Export the inference network (x: (N, 1, H, W) in the model's [-1, 1] HU window, dose: (N,)) "
+            "for deployment. .onnx: ONNX Runtime, OpenVINO, TensorRT (ctdn-build-engine builds engines "
+            "from it). .pt2: an AOTInductor package for the C++ runtime (backend aoti), tied to this "
+            "torch version and device type, with a JSON sidecar beside it."
+        ),
+    )
+    e.add_argument("output", help="the .onnx or .pt2 file to write")
+    e.add_argument("--model", default="edge", help="shipped model name or a .safetensors path (default edge)")
+    e.add_argument("--format", choices=("onnx", "aoti"), default=None, help="default: from OUTPUT's suffix")
+    e.add_argument("--opset", type=int, default=17, help="ONNX opset, >= 17 (default 17)")
+    e.add_argument("--device", default=None, help="aoti: cpu or cuda (default cpu)")
+    e.add_argument("--max-batch", type=int, default=16, help="aoti: largest batch (default 16)")
+    e.add_argument("--max-size", type=int, default=1024, help="aoti: largest height/width (default 1024)")
+    e.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
+    e.set_defaults(func=cmd_export)
 
     i = sub.add_parser("info", help="versions, devices, the default model and the backends")
     i.set_defaults(func=cmd_info)

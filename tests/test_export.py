@@ -177,3 +177,17 @@ def test_onnxruntime_backend_is_thread_safe(model):
         t.join()
     for a, b in zip(got, want, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_cli_export_onnx(tmp_path, capsys):
+    from ctdn.cli import main
+
+    out = tmp_path / "edge.onnx"
+    assert main(["export", str(out)]) == 0
+    assert export.onnx_meta(out)["fingerprint"] == export.fingerprint(ctdn.load_model("edge"))
+    before = out.read_bytes()
+    assert main(["export", str(out)]) == 2
+    assert "exists" in capsys.readouterr().err
+    assert out.read_bytes() == before
+    assert main(["export", str(tmp_path / "edge.bin")]) == 2
+    assert "name it .onnx or .pt2" in capsys.readouterr().err
