@@ -112,9 +112,15 @@ void check_machine(const Sidecar& sc, const Options& o, int device, int lib_vers
   const std::string here_gpu = "'" + cc + "' (" + prop.name + ")";
   const std::string hw = sc.hardware_compatibility.empty() ? "none" : sc.hardware_compatibility;
   if (hw == "none" || hw == "same_compute_capability") {
-    if (sc.compute_capability != cc)
+    if (sc.compute_capability != cc) {
       detail::mismatch(sc, o, "device.compute_capability",
                        "'" + sc.compute_capability + "' (" + sc.device_name + ")", here_gpu);
+    } else if (hw == "none" && !sc.device_name.empty() && sc.device_name != prop.name) {
+      // Same architecture, another GPU model: runs, but TensorRT tuned it for the other one.
+      std::cerr << "ctdn: warning: " << sc.path << ": built on " << sc.device_name << ", this GPU is "
+                << prop.name << " (same compute capability " << cc << "); rebuild for best speed"
+                << (sc.rebuild.empty() ? "" : ": " + sc.rebuild) << std::endl;
+    }
   } else if (hw == "ampere_plus") {
     if (cc_major < 8)
       detail::mismatch(sc, o, "device.compute_capability (hardware compatibility ampere_plus)", "'>= 8.0'",
@@ -132,10 +138,12 @@ void check_machine(const Sidecar& sc, const Options& o, int device, int lib_vers
     if (detail::major_minor(sc.tensorrt_version) != here)
       detail::mismatch(sc, o, "versions.tensorrt", "'" + sc.tensorrt_version + "'",
                        "'" + here + "' (the TensorRT library this runtime loaded)");
-  } else if (built.first < 0 || std::make_pair(here_major, here_minor) < built) {
-    // Version-compatible engines run on the same or a later TensorRT, never an older one.
+  } else if (built.first != here_major || std::make_pair(here_major, here_minor) < built) {
+    // Version-compatible engines run on the same or a later TensorRT, never an older one; of the same
+    // major version, as ctdn.deploy.sidecar rules (TensorRT itself documents later majors too).
     detail::mismatch(sc, o, "versions.tensorrt (version compatible)", "'" + sc.tensorrt_version + "'",
-                     "'" + here + "', older than the TensorRT that built it");
+                     "'" + here + "' (a version-compatible engine needs the same or a later TensorRT of the "
+                     "same major version)");
   }
 }
 
