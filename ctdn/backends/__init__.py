@@ -26,6 +26,7 @@ BACKENDS: dict[str, str] = {
     "torch": "ctdn.backends.pytorch",
     "onnxruntime": "ctdn.backends.onnxruntime",
     "openvino": "ctdn.backends.openvino",
+    "tensorrt": "ctdn.backends.tensorrt",
 }
 
 
