@@ -1,0 +1,352 @@
+"""Build ctdn's C++ runtime extension (``ctdn._runtime``) from ``csrc/`` with g++ (and nvcc) directly.
+
+No CMake, no ``torch.utils.cpp_extension`` (whose ``CUDAExtension`` refuses a CPU build of torch):
+the flags come from the installed torch (headers, libraries, C++ ABI). Parts, each skipped with a
+logged reason when its toolchain is missing:
+
+- the AOTInductor kind and the CPU HU pre/post: always (g++ and torch's headers);
+- the CUDA HU kernels (``hu_cuda.cu``, ``-DCTDN_WITH_CUDA``): when nvcc is found and torch has CUDA
+  (or ``cuda=True``: then nvcc is required, torch's CUDA libraries are linked only if it has them);
+- the TensorRT kind (``engine_trt.cpp``, ``-DCTDN_WITH_TENSORRT``): when ``TENSORRT_ROOT`` is set.
+
+Builds are cached by a hash of the sources, torch's version and the flags: ``$CTDN_RUNTIME_DIR/<hash>/``
+or ``~/.cache/ctdn/runtime/<hash>/``. CLI: ``python -m ctdn.runtime.build --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from pathlib import Path
+
+from ..errors import CTDNError, MissingDependencyError
+
+__all__ = ["build", "plan", "cache_root", "csrc_dir", "BuildError", "EXT_NAME"]
+
+log = logging.getLogger("ctdn")
+
+EXT_NAME = "_runtime"
+CORE = [
+    "src/json.cpp",
+    "src/sidecar.cpp",
+    "src/hu.cpp",
+    "src/runtime.cpp",
+    "src/engine_aoti.cpp",
+    "src/engine_trt.cpp",  # without CTDN_WITH_TENSORRT: a stub that says how to rebuild
+    "python/bindings.cpp",
+]
+CUDA_SOURCES = ["src/hu_cuda.cu"]
+TORCH_SOURCES = ("src/engine_aoti.cpp",)  # include torch's headers: compiled with torch's C++ standard
+JOBS = 2  # the machines this was written on have 2 cores shared by several people
+
+
+class BuildError(CTDNError, RuntimeError):
+    """The C++ runtime failed to compile or link (the message has the compiler's output)."""
+
+
+def csrc_dir() -> Path | None:
+    """The C++ sources: ``csrc/`` beside the package (a checkout) or ``ctdn/_csrc`` (an installed copy)."""
+    pkg = Path(__file__).resolve().parents[1]
+    for d in (pkg.parent / "csrc", pkg / "_csrc"):
+        if (d / "include" / "ctdn" / "runtime.hpp").is_file():
+            return d
+    return None
+
+
+def cache_root() -> Path:
+    """``$CTDN_RUNTIME_DIR`` or ``~/.cache/ctdn/runtime``; each build lives in a ``<hash>/`` below it."""
+    env = os.environ.get("CTDN_RUNTIME_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "ctdn" / "runtime"
+
+
+def ext_filename() -> str:
+    return EXT_NAME + (sysconfig.get_config_var("EXT_SUFFIX") or ".so")
+
+
+def compiler() -> str | None:
+    """The C++ compiler: ``$CXX`` or g++ / c++ on PATH."""
+    cxx = os.environ.get("CXX")
+    if cxx:
+        return shutil.which(cxx) or (cxx if os.path.isfile(cxx) else None)
+    return shutil.which("g++") or shutil.which("c++")
+
+
+def cuda_home() -> Path | None:
+    """The CUDA toolkit with nvcc: $CUDA_HOME / $CUDA_PATH, /usr/local/cuda, or nvcc's folder on PATH."""
+    cands = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"]
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        cands.append(str(Path(nvcc).resolve().parent.parent))
+    for c in cands:
+        if (
+            c
+            and (Path(c) / "bin" / "nvcc").is_file()
+            and (Path(c) / "include" / "cuda_runtime_api.h").is_file()
+        ):
+            return Path(c)
+    return None
+
+
+def _torch_info() -> dict:
+    import torch
+
+    root = Path(torch.__file__).resolve().parent
+    return {
+        "version": torch.__version__,
+        "cuda": torch.version.cuda,
+        "abi": int(torch._C._GLIBCXX_USE_CXX11_ABI),
+        "include": [str(root / "include"), str(root / "include" / "torch" / "csrc" / "api" / "include")],
+        "lib": str(root / "lib"),
+        # torch >= 2.10's headers need C++20 (its cpp_extension passes -std=c++20); the rest is C++17.
+        "std": "c++20" if "-std=c++20" in (root / "utils" / "cpp_extension.py").read_text() else "c++17",
+    }
+
+
+def plan(*, cuda: bool | None = None, tensorrt_root=None) -> dict:
+    """What a build would contain here: sources, flags, features and why parts are skipped (no compiling)."""
+    src = csrc_dir()
+    if src is None:
+        raise MissingDependencyError(
+            "the C++ runtime's sources (csrc/) are not here: build it from a ctdn checkout "
+            "(git clone ...; pip install -e .) or install a ctdn that ships them"
+        )
+    cxx = compiler()
+    if cxx is None:
+        raise MissingDependencyError(
+            "building ctdn's C++ runtime needs a C++17 compiler: install g++ (or set CXX)"
+        )
+    t = _torch_info()
+    features, skipped = ["aoti"], {}
+    defines = ["-DCTDN_WITH_AOTI", f"-D_GLIBCXX_USE_CXX11_ABI={t['abi']}"]
+    libs = ["-ltorch", "-ltorch_cpu", "-lc10"]
+    lib_dirs = [t["lib"]]
+    includes = [str(src / "include"), str(src / "src"), *t["include"], sysconfig.get_paths()["include"]]
+    sources = list(CORE)
+
+    home = cuda_home()
+    if cuda is False:
+        skipped["cuda"] = "CUDA kernels skipped: turned off (cuda=False / --no-cuda)"
+    elif home is None:
+        if cuda:
+            raise MissingDependencyError(
+                "cuda=True but nvcc was not found (set CUDA_HOME or put nvcc on PATH)"
+            )
+        skipped["cuda"] = "CUDA kernels skipped: nvcc not found (set CUDA_HOME or put nvcc on PATH)"
+    elif t["cuda"] is None and not cuda:
+        skipped["cuda"] = (
+            f"CUDA kernels skipped: torch {t['version']} is a CPU build "
+            "(cuda=True / --cuda compiles them anyway)"
+        )
+    elif not (src / CUDA_SOURCES[0]).is_file():
+        if cuda:
+            raise MissingDependencyError(f"cuda=True but {src / CUDA_SOURCES[0]} is missing")
+        skipped["cuda"] = f"CUDA kernels skipped: {src / CUDA_SOURCES[0]} is missing"
+    else:
+        features.append("cuda")
+        defines.append("-DCTDN_WITH_CUDA")
+        includes.append(str(home / "include"))
+        sources += CUDA_SOURCES
+        lib_dirs.append(str(home / "lib64"))
+        libs += (["-ltorch_cuda", "-lc10_cuda"] if t["cuda"] else []) + ["-lcudart"]
+
+    trt = tensorrt_root or os.environ.get("TENSORRT_ROOT")
+    if not trt:
+        skipped["tensorrt"] = "TensorRT kind skipped: TENSORRT_ROOT is not set"
+    elif "cuda" not in features:
+        skipped["tensorrt"] = f"TensorRT kind skipped: it needs the CUDA part ({skipped['cuda']})"
+    elif not (Path(trt) / "include" / "NvInfer.h").is_file():
+        raise MissingDependencyError(f"TENSORRT_ROOT={trt} has no include/NvInfer.h")
+    else:
+        features.append("tensorrt")
+        defines.append("-DCTDN_WITH_TENSORRT")
+        includes.append(str(Path(trt) / "include"))
+        lib_dirs.append(str(Path(trt) / "lib"))
+        libs.append("-lnvinfer")
+
+    cflags = [
+        "-O2",
+        "-fPIC",
+        "-fvisibility=hidden",
+        "-ffp-contract=off",
+        "-Wall",
+        *defines,
+        f'-DCTDN_TORCH_VERSION="{t["version"]}"',
+    ]
+    p = {
+        "csrc": str(src),
+        "cxx": cxx,
+        "nvcc": str(home / "bin" / "nvcc") if "cuda" in features else None,
+        "sources": sources,
+        "includes": includes,
+        "cflags": cflags,
+        "lib_dirs": lib_dirs,
+        "libs": libs,
+        "features": features,
+        "skipped": skipped,
+        "torch": t["version"],
+        "python": sys.version.split()[0],
+        "ext": ext_filename(),
+        "torch_std": t["std"],
+    }
+    p["key"] = _key(p, src)
+    return p
+
+
+def _key(p: dict, src: Path) -> str:
+    h = hashlib.sha256()
+    skip = ("skipped", "csrc")  # the reasons and the checkout's location change nothing in the binary
+    h.update(json.dumps({k: v for k, v in p.items() if k not in skip}, sort_keys=True).encode())
+    h.update(Path(__file__).read_bytes())
+    for f in sorted(src.rglob("*")):
+        if f.is_file() and f.suffix in (".cpp", ".hpp", ".h", ".cu", ".cuh"):
+            h.update(str(f.relative_to(src)).encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _run(cmd: list[str], verbose: bool) -> None:
+    if verbose:
+        print(" ".join(cmd), flush=True)
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        out = (r.stdout + r.stderr).strip()
+        raise BuildError(f"building ctdn's C++ runtime failed:\n{' '.join(cmd)}\n{out[-6000:]}")
+    if verbose and (r.stdout or r.stderr):
+        print((r.stdout + r.stderr).strip(), flush=True)
+
+
+def _compile_cmd(p: dict, name: str, obj: Path, cuda_arch: str) -> list[str]:
+    inc = [f"-I{d}" for d in p["includes"]]
+    source = Path(p["csrc"]) / name
+    if source.suffix == ".cu":
+        defines = [f for f in p["cflags"] if f.startswith("-D") and "TORCH_VERSION" not in f]
+        return [
+            p["nvcc"],
+            "-std=c++17",
+            "-O2",
+            "-Xcompiler",
+            "-fPIC",
+            f"-arch={cuda_arch}",
+            "-ccbin",
+            p["cxx"],
+            *defines,
+            f"-I{Path(p['csrc']) / 'include'}",
+            f"-I{Path(p['csrc']) / 'src'}",
+            "-c",
+            str(source),
+            "-o",
+            str(obj),
+        ]
+    std = p["torch_std"] if name in TORCH_SOURCES else "c++17"
+    return [p["cxx"], f"-std={std}", *p["cflags"], *inc, "-c", str(source), "-o", str(obj)]
+
+
+def build(out_dir=None, *, cuda: bool | None = None, tensorrt_root=None, verbose: bool = False) -> Path:
+    """Compile ``ctdn._runtime`` and return the path of the extension module.
+
+    ``out_dir``: where the module goes (``setup.py``'s build folder, e.g.); None: the cache folder for
+    this build's hash, reused when it already holds the module. ``cuda``: None decides from the
+    toolchain, True requires nvcc, False leaves CUDA out. ``tensorrt_root``: TensorRT's install folder
+    (default ``$TENSORRT_ROOT``). Compiles 2 translation units at a time (``$CTDN_BUILD_JOBS``).
+    """
+    p = plan(cuda=cuda, tensorrt_root=tensorrt_root)
+    for why in p["skipped"].values():
+        log.info("ctdn.runtime: %s", why)
+    cached = out_dir is None
+    out = Path(out_dir) if out_dir is not None else cache_root() / p["key"]
+    target = out / p["ext"]
+    if cached and target.is_file() and (out / "build.json").is_file():
+        return target
+    out.mkdir(parents=True, exist_ok=True)
+    arch = os.environ.get("CTDN_CUDA_ARCH", "all-major")
+    jobs = max(1, int(os.environ.get("CTDN_BUILD_JOBS", JOBS)))
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="ctdn-runtime-") as tmp:
+        objs, cmds = [], []
+        for s in p["sources"]:
+            obj = Path(tmp) / (s.replace("/", "_") + ".o")
+            objs.append(obj)
+            cmds.append(_compile_cmd(p, s, obj, arch))
+        with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
+            for f in [pool.submit(_run, c, verbose) for c in cmds]:
+                f.result()
+        rpaths = [f"-Wl,-rpath,{d}" for d in p["lib_dirs"]]
+        tmp_target = Path(tmp) / p["ext"]
+        _run(
+            [
+                p["cxx"],
+                "-shared",
+                *map(str, objs),
+                "-o",
+                str(tmp_target),
+                *(f"-L{d}" for d in p["lib_dirs"]),
+                *rpaths,
+                *p["libs"],
+            ],
+            verbose,
+        )
+        # Into place atomically: another process may be importing an older build of the same name.
+        part = out / f".{p['ext']}.{os.getpid()}"
+        shutil.copyfile(tmp_target, part)
+        os.replace(part, target)
+    info = {k: p[k] for k in ("key", "features", "skipped", "torch", "python", "sources", "cflags", "libs")}
+    info["seconds"] = round(time.perf_counter() - t0, 1)
+    (out / "build.json").write_text(json.dumps(info, indent=2) + "\n")
+    log.info("ctdn.runtime: built %s (%s) in %.0f s", target, ", ".join(p["features"]), info["seconds"])
+    return target
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m ctdn.runtime.build",
+        description="Compile ctdn's C++ runtime (the ctdn._runtime extension) against the installed torch.",
+    )
+    ap.add_argument(
+        "--out",
+        help="folder for the module (default: the cache, $CTDN_RUNTIME_DIR or ~/.cache/ctdn/runtime/<hash>)",
+    )
+    g = ap.add_mutually_exclusive_group()
+    g.add_argument(
+        "--cuda",
+        dest="cuda",
+        action="store_true",
+        default=None,
+        help="compile the CUDA kernels (needs nvcc; default: when nvcc is found and torch has CUDA)",
+    )
+    g.add_argument("--no-cuda", dest="cuda", action="store_false", help="leave the CUDA kernels out")
+    ap.add_argument(
+        "--tensorrt-root", help="TensorRT install folder (default $TENSORRT_ROOT; unset: no TensorRT)"
+    )
+    ap.add_argument(
+        "--dry-run", action="store_true", help="print what would be built and why parts are skipped"
+    )
+    ap.add_argument("-v", "--verbose", action="store_true", help="print the compiler commands")
+    a = ap.parse_args(argv)
+    try:
+        if a.dry_run:
+            print(json.dumps(plan(cuda=a.cuda, tensorrt_root=a.tensorrt_root), indent=2))
+            return 0
+        p = plan(cuda=a.cuda, tensorrt_root=a.tensorrt_root)
+        for why in p["skipped"].values():
+            print(f"ctdn.runtime: {why}", file=sys.stderr)
+        t0 = time.perf_counter()
+        path = build(a.out, cuda=a.cuda, tensorrt_root=a.tensorrt_root, verbose=a.verbose)
+    except CTDNError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{path} ({', '.join(p['features'])}; {time.perf_counter() - t0:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
