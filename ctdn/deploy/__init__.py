@@ -13,6 +13,9 @@ Nothing here imports TensorRT, ONNX or ONNX Runtime until a function needs them.
 """
 
 from .sidecar import Environment, check_sidecar, device_slug, probe, read_sidecar, write_sidecar
+from .tensorrt import BuildOptions, build_engine
+from .triton_server import write_repository
+from .validate import make_cases, validate
 
 __all__ = [
     "Environment",
@@ -21,4 +24,9 @@ __all__ = [
     "read_sidecar",
     "write_sidecar",
     "check_sidecar",
+    "BuildOptions",
+    "build_engine",
+    "validate",
+    "make_cases",
+    "write_repository",
 ]
