@@ -162,3 +162,43 @@ def test_a_whole_build_through_a_fake_tensorrt(capsys, tiny, tmp_path, monkeypat
     monkeypatch.setattr(trt_mod, "probe", lambda device=None, **kw: sc.Environment(torch="2.13.0"))
     code, _, err = run(capsys, tiny, "--out", out, "--no-validate")
     assert code == 2 and "needs a CUDA GPU" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("broken", [False, True])
+def test_validation_after_the_build(capsys, tiny, tmp_path, monkeypatch, broken):
+    # The engine runner and the GPU are stood in for: the torch model on the CPU plays the engine.
+    import numpy as np
+    import torch
+    from test_deploy_tensorrt import GPU, fake_tensorrt
+
+    import ctdn.backends.pytorch as torch_backend
+    import ctdn.deploy.tensorrt as trt_mod
+    import ctdn.deploy.validate as val_mod
+    from ctdn.models import load_model
+
+    cpu_runner = torch_backend.Runner(load_model(tiny), torch.device("cpu"))
+
+    class FakeEngineRunner:
+        def __init__(self, path, device):
+            self.sidecar = sc.read_sidecar(path)
+
+        def __call__(self, x, dose):
+            y = cpu_runner(x, dose)
+            return np.full_like(y, np.nan) if broken else y
+
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt())
+    monkeypatch.setattr(trt_mod, "probe", lambda device=None, **kw: GPU)
+    monkeypatch.setattr(trt_mod, "TensorRTRunner", FakeEngineRunner)
+    monkeypatch.setattr(torch_backend, "Runner", lambda model, device, precision: cpu_runner)
+    cases = val_mod.make_cases(64, views=96)
+    monkeypatch.setattr(val_mod, "make_cases", lambda size, device=None: cases)
+    out = tmp_path / "tiny.engine"
+    code, stdout, err = run(capsys, tiny, "--out", out, "--shape", "64x64", "--batch", "1:2:4")
+    if broken:
+        assert code == 2 and "NaN/inf values" in err and "and its sidecar were removed" in err
+        assert not out.exists() and not sc.sidecar_path(out).exists()
+    else:
+        assert code == 0, err
+        assert "validating against torch fp32 on a simulated 64x64 abdomen phantom" in stdout
+        assert "validation (fp16): worst agreement inf dB, ok" in stdout and out.exists()
+    assert torch.backends.cudnn.allow_tf32  # restored

@@ -441,3 +441,17 @@ def test_fake_enum_values_match_the_bindings():
     # (kSTRONGLY_TYPED = 1 in NvInfer.h, TensorRT 10), as in the fake.
     trt = fake_tensorrt()
     assert int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) == 1
+
+
+@pytest.mark.skipif(
+    __import__("torch").cuda.is_available(), reason="checks the refusal on a machine without a GPU"
+)
+def test_runner_checks_the_sidecar_before_tensorrt_sees_the_engine(
+    tiny_onnx, engine_dir, tmp_path, monkeypatch
+):
+    from ctdn.deploy.tensorrt import TensorRTRunner
+
+    out = build_engine(tiny_onnx, tmp_path / "e.engine", BuildOptions(), env=GPU, trt=fake_tensorrt())
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    with pytest.raises(EngineError, match=r"device.compute_capability is '9.0' in its sidecar but None here"):
+        TensorRTRunner(out, "cuda")

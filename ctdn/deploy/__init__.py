@@ -6,7 +6,9 @@
   ``ctdn-build-engine`` (:mod:`ctdn.deploy.cli`) is its command line.
 - :mod:`ctdn.deploy.onnx_precision` — fp16/bf16 ONNX graphs for strongly typed networks (LayerNorm,
   global pooling and the dose MLP kept in fp32).
-- :mod:`ctdn.deploy.validate` — a deployed runner against the reference on a phantom at each dose.
+- :mod:`ctdn.deploy.validate` — a deployed runner against the reference on a phantom at each dose
+  (``from ctdn.deploy.validate import validate``: the function is not re-exported here, where it
+  would hide the module).
 - :mod:`ctdn.deploy.triton_server` — a Triton Inference Server model repository.
 
 Nothing here imports TensorRT, ONNX or ONNX Runtime until a function needs them.
@@ -15,7 +17,6 @@ Nothing here imports TensorRT, ONNX or ONNX Runtime until a function needs them.
 from .sidecar import Environment, check_sidecar, device_slug, probe, read_sidecar, write_sidecar
 from .tensorrt import BuildOptions, build_engine
 from .triton_server import write_repository
-from .validate import make_cases, validate
 
 __all__ = [
     "Environment",
@@ -26,7 +27,5 @@ __all__ = [
     "check_sidecar",
     "BuildOptions",
     "build_engine",
-    "validate",
-    "make_cases",
     "write_repository",
 ]

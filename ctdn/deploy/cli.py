@@ -13,7 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ..errors import CTDNError, InputError, MissingDependencyError
+from ..errors import CTDNError, EngineError, InputError, MissingDependencyError
 
 PROG = "ctdn-build-engine"
 NO_TRT_HINT = "--onnx-only and --triton-repo with --backend onnxruntime work without it"
@@ -309,6 +309,9 @@ def _validate(args, options, model, onnx_path: Path, engine: Path, meta: dict, s
     h, w = options.height[1], options.width[1]
     say(f"{PROG}: validating against {ref_name} on a simulated {h}x{w} abdomen phantom ...")
     cases = make_cases((h, w), device=dev)
+    # The torch reference in IEEE fp32: PyTorch lets cuDNN use TF32 for convolutions by default.
+    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     try:
         report = validate(
             runner,
@@ -319,10 +322,14 @@ def _validate(args, options, model, onnx_path: Path, engine: Path, meta: dict, s
             cases=cases,
             batch=min(4, options.batch[2]),
         )
-    except CTDNError:
+    except CTDNError as exc:
         for p in (engine, engine.with_name(engine.name + ".json")):
             p.unlink(missing_ok=True)
-        raise
+        raise EngineError(
+            f"{exc}\n{engine} and its sidecar were removed (--no-validate keeps an engine)"
+        ) from exc
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
     say(summary(report))
 
 
