@@ -109,7 +109,7 @@ def load():
                                 "run python -m ctdn.runtime.build"
                             )
                         log.warning(
-                            "ctdn.runtime: building the C++ runtime (%s) into %s; once per ctdn and torch version",
+                            "ctdn.runtime: building the C++ runtime (%s) into %s, once per version",
                             ", ".join(p["features"]),
                             target.parent,
                         )
