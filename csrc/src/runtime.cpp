@@ -77,6 +77,26 @@ struct DeviceBuffer {
     if (ptr) cudaFree(ptr);
   }
 };
+
+// Page-locked host memory that only grows: the caller's (pageable) arrays are staged through it so the
+// copies to and from the GPU are DMA transfers at full bus speed.
+struct PinnedBuffer {
+  void* ptr = nullptr;
+  size_t size = 0;
+  void* get(size_t bytes) {
+    if (bytes > size) {
+      if (ptr) cudaFreeHost(ptr);
+      ptr = nullptr;
+      size = 0;
+      cuda_check(cudaMallocHost(&ptr, bytes), "cudaMallocHost");
+      size = bytes;
+    }
+    return ptr;
+  }
+  ~PinnedBuffer() {
+    if (ptr) cudaFreeHost(ptr);
+  }
+};
 #endif
 
 }  // namespace
@@ -92,6 +112,7 @@ struct Runtime::Impl {
 #ifdef CTDN_WITH_CUDA
   cudaStream_t stream = nullptr;
   DeviceBuffer dx, dy, ddose, din, dout;
+  PinnedBuffer pin_in, pin_out, pin_dose;
 #endif
 
   ~Impl() {
@@ -139,11 +160,11 @@ struct Runtime::Impl {
     float* gx = static_cast<float*>(dx.get(bb * plane * sizeof(float)));
     float* gy = static_cast<float*>(dy.get(bb * plane * sizeof(float)));
     float* gd = device_doses(dose, b, bb);
-    cuda_check(cudaMemcpyAsync(gx, x, b * plane * sizeof(float), cudaMemcpyHostToDevice, stream), "copy x");
+    const size_t bytes = b * plane * sizeof(float);
+    upload(gx, x, bytes);
     repeat_last(gx, b, bb, plane * sizeof(float));
     run_on_device(gx, gd, gy, bb, h, w);
-    cuda_check(cudaMemcpyAsync(y, gy, b * plane * sizeof(float), cudaMemcpyDeviceToHost, stream), "copy y");
-    cuda_check(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
+    download(y, gy, bytes);
 #else
     no_cuda();
 #endif
@@ -171,13 +192,12 @@ struct Runtime::Impl {
     float* gx = static_cast<float*>(dx.get(bb * plane * sizeof(float)));
     float* gy = static_cast<float*>(dy.get(bb * plane * sizeof(float)));
     float* gd = device_doses(dose, b, bb);
-    cuda_check(cudaMemcpyAsync(gin, in, bytes, cudaMemcpyHostToDevice, stream), "copy the HU input");
+    upload(gin, in, bytes);
     cuda::pre(gin, gx, b, h, w, hp, wp, sc.hu_lo, sc.hu_hi, stream);
     repeat_last(gx, b, bb, plane * sizeof(float));
     run_on_device(gx, gd, gy, bb, hp, wp);
     cuda::post(gy, gin, gout, b, h, w, hp, wp, sc.hu_lo, sc.hu_hi, stream);
-    cuda_check(cudaMemcpyAsync(out, gout, bytes, cudaMemcpyDeviceToHost, stream), "copy the HU output");
-    cuda_check(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
+    download(out, gout, bytes);
 #else
     no_cuda();
 #endif
@@ -185,11 +205,26 @@ struct Runtime::Impl {
 
 #ifdef CTDN_WITH_CUDA
   float* device_doses(const float* dose, int b, int bb) {
-    hdose.resize(bb);
-    for (int i = 0; i < bb; ++i) hdose[i] = dose[std::min(i, b - 1)];
+    float* hd = static_cast<float*>(pin_dose.get(bb * sizeof(float)));
+    for (int i = 0; i < bb; ++i) hd[i] = dose[std::min(i, b - 1)];
     float* gd = static_cast<float*>(ddose.get(bb * sizeof(float)));
-    cuda_check(cudaMemcpyAsync(gd, hdose.data(), bb * sizeof(float), cudaMemcpyHostToDevice, stream), "copy dose");
+    cuda_check(cudaMemcpyAsync(gd, hd, bb * sizeof(float), cudaMemcpyHostToDevice, stream), "copy the doses");
     return gd;
+  }
+
+  // Host -> device through the pinned staging buffer, on our stream.
+  void upload(void* dst, const void* src, size_t bytes) {
+    void* pin = pin_in.get(bytes);
+    std::memcpy(pin, src, bytes);
+    cuda_check(cudaMemcpyAsync(dst, pin, bytes, cudaMemcpyHostToDevice, stream), "copy to the GPU");
+  }
+
+  // Device -> host through the pinned staging buffer; waits for everything queued on our stream.
+  void download(void* dst, const void* src, size_t bytes) {
+    void* pin = pin_out.get(bytes);
+    cuda_check(cudaMemcpyAsync(pin, src, bytes, cudaMemcpyDeviceToHost, stream), "copy from the GPU");
+    cuda_check(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
+    std::memcpy(dst, pin, bytes);
   }
 
   void repeat_last(float* g, int b, int bb, size_t plane_bytes) {
