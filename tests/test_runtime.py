@@ -122,6 +122,18 @@ def test_module_reports_its_build(rt):
     assert runtime.unavailable() is None and "aoti" in runtime.features()
 
 
+def test_a_module_built_from_other_sources_is_not_used(rt, monkeypatch):
+    import sys
+
+    from ctdn.runtime import build
+
+    assert rt.sources_key == build.sources_key(build.csrc_dir())
+    monkeypatch.setitem(sys.modules, "ctdn._runtime", rt)  # as if installed; restored after
+    assert runtime._installed() is rt
+    monkeypatch.setattr(build, "sources_key", lambda src: "0" * 16)
+    assert runtime._installed() is None
+
+
 def test_runtime_reads_the_sidecar(edge_rt, edge_pt2, edge):
     sc = edge_rt.sidecar
     assert sc == _sidecar(edge_pt2)

@@ -15,6 +15,9 @@
 #ifndef CTDN_TORCH_VERSION
 #define CTDN_TORCH_VERSION ""  // the torch this module was built against (set by the build)
 #endif
+#ifndef CTDN_SOURCES_KEY
+#define CTDN_SOURCES_KEY ""  // ctdn.runtime.build.sources_key of the sources it was built from
+#endif
 
 namespace py = pybind11;
 
@@ -245,4 +248,5 @@ PYBIND11_MODULE(_runtime, m) {
         "hu's dtype (cropped, pass-through outside the window, int16 rounded half to even and saturated)");
   m.def("build_features", &ctdn::build_features, "what this build contains, e.g. ['aoti', 'cuda', 'tensorrt']");
   m.attr("torch_version") = CTDN_TORCH_VERSION;
+  m.attr("sources_key") = CTDN_SOURCES_KEY;
 }

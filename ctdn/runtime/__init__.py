@@ -33,7 +33,7 @@ def _public(v: str) -> str:
 
 
 def _installed():
-    """The extension installed inside the ctdn package, if it was built against this torch."""
+    """The extension installed in the ctdn package, if built against this torch and these sources."""
     import torch
 
     try:
@@ -55,6 +55,17 @@ def _installed():
             spec.origin,
             getattr(mod, "torch_version", "?"),
             torch.__version__,
+        )
+        sys.modules.pop(_NAME, None)
+        return None
+    from .build import csrc_dir, sources_key
+
+    src = csrc_dir()
+    if src is not None and getattr(mod, "sources_key", None) != sources_key(src):
+        log.warning(
+            "ctdn.runtime: the installed %s was built from other sources than %s; building one",
+            spec.origin,
+            src,
         )
         sys.modules.pop(_NAME, None)
         return None

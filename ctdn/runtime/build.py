@@ -181,6 +181,8 @@ def plan(*, cuda: bool | None = None, tensorrt_root=None) -> dict:
         "-Wall",
         *defines,
         f'-DCTDN_TORCH_VERSION="{t["version"]}"',
+        # The module says which sources it was built from: ctdn.runtime ignores an installed stale one.
+        f'-DCTDN_SOURCES_KEY="{sources_key(src)}"',
     ]
     p = {
         "csrc": str(src),
@@ -198,19 +200,26 @@ def plan(*, cuda: bool | None = None, tensorrt_root=None) -> dict:
         "ext": ext_filename(),
         "torch_std": t["std"],
     }
-    p["key"] = _key(p, src)
+    p["key"] = _key(p)
     return p
 
 
-def _key(p: dict, src: Path) -> str:
+def sources_key(src: Path) -> str:
+    """16 hex digits of sha256 over the files a build compiles (include/, src/, python/ under ``src``)."""
+    h = hashlib.sha256()
+    for d in ("include", "src", "python"):
+        for f in sorted((src / d).rglob("*")):
+            if f.is_file() and f.suffix in (".cpp", ".hpp", ".h", ".cu", ".cuh"):
+                h.update(str(f.relative_to(src)).encode())
+                h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _key(p: dict) -> str:
     h = hashlib.sha256()
     skip = ("skipped", "csrc")  # the reasons and the checkout's location change nothing in the binary
     h.update(json.dumps({k: v for k, v in p.items() if k not in skip}, sort_keys=True).encode())
     h.update(Path(__file__).read_bytes())
-    for f in sorted(src.rglob("*")):
-        if f.is_file() and f.suffix in (".cpp", ".hpp", ".h", ".cu", ".cuh"):
-            h.update(str(f.relative_to(src)).encode())
-            h.update(f.read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -229,7 +238,11 @@ def _compile_cmd(p: dict, name: str, obj: Path, cuda_arch: str) -> list[str]:
     inc = [f"-I{d}" for d in p["includes"]]
     source = Path(p["csrc"]) / name
     if source.suffix == ".cu":
-        defines = [f for f in p["cflags"] if f.startswith("-D") and "TORCH_VERSION" not in f]
+        defines = [
+            f
+            for f in p["cflags"]
+            if f.startswith("-D") and not f.startswith(("-DCTDN_TORCH", "-DCTDN_SOURCES"))
+        ]
         return [
             p["nvcc"],
             "-std=c++17",
