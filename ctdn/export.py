@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import warnings
 from pathlib import Path
 
@@ -28,6 +27,13 @@ from .errors import InputError, InputTypeError, MissingDependencyError
 from .models import CTDenoiser, load_model
 
 __all__ = ["fingerprint", "to_onnx", "to_aoti", "onnx_meta", "engine_dir", "engine_path", "device_slug"]
+
+
+def device_slug(device="cpu") -> str:
+    """``cpu``, or ``sm90-nvidia-h100-80gb-hbm3`` for a GPU (see :func:`ctdn.deploy.sidecar.device_slug`)."""
+    from .deploy.sidecar import device_slug as slug
+
+    return slug(device)
 
 ONNX_FORMAT = "ctdn-onnx/1"
 IO = {"x": "x", "dose": "dose", "y": "y"}
@@ -164,16 +170,6 @@ def engine_dir() -> Path:
     """Where built engines and packages are kept: $CTDN_ENGINE_DIR or ~/.cache/ctdn/engines."""
     env = os.environ.get("CTDN_ENGINE_DIR")
     return Path(env) if env else Path.home() / ".cache" / "ctdn" / "engines"
-
-
-def device_slug(device) -> str:
-    """``cpu``, or ``sm90-nvidia-h100-80gb-hbm3`` for a GPU (compute capability + name)."""
-    device = torch.device(device)
-    if device.type != "cuda":
-        return device.type
-    major, minor = torch.cuda.get_device_capability(device)
-    name = re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name(device).lower()).strip("-")
-    return f"sm{major}{minor}-{name}"
 
 
 def engine_path(name: str, fp: str, kind: str, slug: str, precision: str) -> Path:
