@@ -36,3 +36,26 @@ def test_module_level_imports_are_declared_dependencies():
     third_party = {n for n in used if n not in sys.stdlib_module_names and n not in ("ctdn", "__future__")}
     missing = {DIST.get(n, n).lower() for n in third_party} - _declared()
     assert not missing, f"imported at module level but not in [project] dependencies: {sorted(missing)}"
+
+
+def test_an_installed_package_carries_the_runtime_sources_and_the_weights(tmp_path):
+    """setup.py's package data: ctdn/_csrc has every file the runtime build compiles (same sources key)."""
+    import os
+    import subprocess
+
+    from ctdn.runtime import build
+
+    env = {k: v for k, v in os.environ.items() if k != "CTDN_BUILD_RUNTIME"}
+    r = subprocess.run(
+        [sys.executable, "setup.py", "-q", "build_py", "--build-lib", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    installed = tmp_path / "ctdn" / "_csrc"
+    assert (installed / "CMakeLists.txt").is_file() and (installed / "examples" / "denoise_raw.cpp").is_file()
+    assert build.sources_key(installed) == build.sources_key(ROOT / "csrc")
+    assert (tmp_path / "ctdn" / "weights" / "edge.safetensors").is_file()
+    assert not list(tmp_path.rglob("_runtime*")), "the extension is built only with CTDN_BUILD_RUNTIME=1"
