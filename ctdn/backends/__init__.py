@@ -27,6 +27,7 @@ BACKENDS: dict[str, str] = {
     "onnxruntime": "ctdn.backends.onnxruntime",
     "openvino": "ctdn.backends.openvino",
     "tensorrt": "ctdn.backends.tensorrt",
+    "aoti": "ctdn.backends.aoti",
 }
 
 
