@@ -1,9 +1,10 @@
 """The ONNX Runtime backend: the model exported to ONNX (:func:`ctdn.export.to_onnx`) on ORT's CPU or
 CUDA execution provider.
 
-On the project's CPU (2 Xeon cores with AVX-512) it is slower than the torch backend, which runs
-channels_last through oneDNN (edge: 71 vs 45 ms per 512x512 slice), so ``auto`` ranks it below torch;
-it is here for machines without torch's fast paths and as the reference for TensorRT's ONNX input.
+On the project's 2-core CPUs it is slower than the torch backend, which runs channels_last through
+oneDNN (edge per 512x512 slice: 54 vs 50 ms on AMD EPYC, 71 vs 45 ms on a Xeon; paper: 726 vs 509
+ms), so ``auto`` ranks it below torch; it is here for machines without torch's fast paths and as
+the reference for TensorRT's ONNX input (docs/deployment.md).
 """
 
 from __future__ import annotations
