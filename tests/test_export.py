@@ -159,26 +159,6 @@ def test_backend_refuses_reduced_precision_and_says_why_not_cuda(model, name):
         assert backends.unavailable(name, torch.device("cuda")) is not None
 
 
-def test_onnxruntime_backend_is_thread_safe(model):
-    import threading
-
-    den = Denoiser(model, backend="onnxruntime")
-    vols = [np.random.default_rng(i).normal(0, 200, (2, 32, 24)).astype(np.float32) for i in range(4)]
-    want = [den(v, 0.25) for v in vols]
-    got = [None] * 4
-
-    def work(i):
-        got[i] = den(vols[i], 0.25)
-
-    ts = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
-    for a, b in zip(got, want, strict=True):
-        np.testing.assert_array_equal(a, b)
-
-
 def test_cli_export_onnx(tmp_path, capsys):
     from ctdn.cli import main
 

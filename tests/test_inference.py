@@ -166,8 +166,14 @@ def test_deterministic_and_batch_independent(den):
     np.testing.assert_allclose(a, den(x, 0.25, batch_size=3), atol=5e-3)  # HU; GEMM blocking differs
 
 
-def test_threads(den):
-    xs = [_ct((2, 32, 32), seed=s) for s in range(4)]
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime", "openvino"])
+def test_threads(model, backend):
+    """One Denoiser shared by four threads gives each the result it gives alone (every CPU backend)."""
+    why = backends.unavailable(backend, torch.device("cpu"))
+    if why is not None:
+        pytest.skip(f"{backend}: {why}")
+    den = Denoiser(model, backend=backend, device="cpu")
+    xs = [_ct((2, 32, 24), seed=s) for s in range(4)]
     ref = [den(x, 0.1) for x in xs]
     got = [None] * 4
 
