@@ -28,13 +28,6 @@ from .models import CTDenoiser, load_model
 
 __all__ = ["fingerprint", "to_onnx", "to_aoti", "onnx_meta", "engine_dir", "engine_path", "device_slug"]
 
-
-def device_slug(device="cpu") -> str:
-    """``cpu``, or ``sm90-nvidia-h100-80gb-hbm3`` for a GPU (see :func:`ctdn.deploy.sidecar.device_slug`)."""
-    from .deploy.sidecar import device_slug as slug
-
-    return slug(device)
-
 ONNX_FORMAT = "ctdn-onnx/1"
 IO = {"x": "x", "dose": "dose", "y": "y"}
 MIN_OPSET = 17  # LayerNormalization entered the standard opset in 17
@@ -170,6 +163,13 @@ def engine_dir() -> Path:
     """Where built engines and packages are kept: $CTDN_ENGINE_DIR or ~/.cache/ctdn/engines."""
     env = os.environ.get("CTDN_ENGINE_DIR")
     return Path(env) if env else Path.home() / ".cache" / "ctdn" / "engines"
+
+
+def device_slug(device="cpu") -> str:
+    """``cpu``, or ``sm90-nvidia-h100-80gb-hbm3`` for a GPU (see :func:`ctdn.deploy.sidecar.device_slug`)."""
+    from .deploy.sidecar import device_slug as slug
+
+    return slug(device)
 
 
 def engine_path(name: str, fp: str, kind: str, slug: str, precision: str) -> Path:
