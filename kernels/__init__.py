@@ -1,5 +1,58 @@
 """Fused Triton kernels for the NAFBlock (installed as ``ctdn.kernels``).
 
-Not built yet: the fused kernels and the ``triton`` backend are the work of the Triton issue.
-Importing this package is cheap and never imports triton.
+``fuse(model)`` returns the model with every NAFBlock (and the dose scale/shift in front of it)
+run by three fused kernels (``nafblock.py``), sharing the weights. Triton is optional (``pip install
+"ctdn[triton]"``): importing this package is cheap and never imports triton; ``fuse`` does.
+Kernels run on CUDA tensors, or on CPU tensors under ``TRITON_INTERPRET=1`` (exact but slow: for
+tests on small shapes).
 """
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+
+from torch import nn
+
+__all__ = ["fuse", "unavailable"]
+
+
+def unavailable() -> str | None:
+    """Why the fused kernels cannot run here (None: triton is importable)."""
+    if importlib.util.find_spec("triton") is None:
+        return "triton is not installed (pip install 'ctdn[triton]'; it comes with CUDA builds of torch)"
+    return None
+
+
+def fuse(model: nn.Module) -> nn.Module:
+    """``model`` with every reference NAFBlock replaced by a ``FusedNAFBlock`` (weights shared).
+
+    The caller's model is not changed: the returned one is a new module tree whose parameters and
+    buffers are the same tensors. A ``CondBlock`` (dose FiLM + NAFBlock) becomes one fused block.
+    """
+    why = unavailable()
+    if why is not None:
+        from ctdn.errors import MissingDependencyError
+
+        raise MissingDependencyError(why)
+    from ctdn.models.layers import NAFBlock
+    from ctdn.models.nafnet import CondBlock
+
+    from .nafblock import FusedNAFBlock
+
+    shared = {id(t): t for t in (*model.parameters(), *model.buffers())}
+    out = copy.deepcopy(model, memo=shared)
+
+    def swap(parent: nn.Module) -> None:
+        for name, child in parent.named_children():
+            if isinstance(child, CondBlock):
+                setattr(parent, name, FusedNAFBlock(child.block, child.film))
+            elif isinstance(child, NAFBlock):
+                setattr(parent, name, FusedNAFBlock(child))
+            else:
+                swap(child)
+
+    if isinstance(out, (CondBlock, NAFBlock)):
+        return FusedNAFBlock(out.block, out.film) if isinstance(out, CondBlock) else FusedNAFBlock(out)
+    swap(out)
+    return out

@@ -1,0 +1,170 @@
+"""The fused NAFBlock kernels against the reference torch modules.
+
+On a machine without CUDA they run on CPU tensors through Triton's interpreter (TRITON_INTERPRET=1,
+set here before the kernels are imported), on small awkward shapes: odd H and W, C not a power of
+two, batch 1 and > 1. On a GPU the same tests run the compiled kernels.
+
+Tolerances, as a fraction of the largest |reference| value of the fp32 reference: fp32 1e-5 (IEEE
+dots, no TF32; measured ~5e-8), fp16 3e-3 (measured ~7e-4: operands rounded to fp16 at each dot),
+bf16 3e-2 (measured ~8e-3: bf16 keeps 8 mantissa bits).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from ctdn import kernels
+from ctdn.errors import MissingDependencyError
+from ctdn.models import build
+from ctdn.models.layers import NAFBlock
+from ctdn.models.nafnet import CondBlock
+
+if not torch.cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"  # before triton.jit decorates the kernels (import below)
+
+pytestmark = pytest.mark.skipif(kernels.unavailable() is not None, reason=str(kernels.unavailable()))
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+TOL = {torch.float32: 1e-5, torch.float16: 3e-3, torch.bfloat16: 3e-2}
+DTYPES = list(TOL)
+SHAPES = [(1, 8, 7, 9), (2, 24, 5, 13), (3, 5, 4, 6), (1, 16, 16, 16)]  # (N, C, H, W)
+
+
+@pytest.fixture(scope="module")
+def nb():
+    from ctdn.kernels import nafblock
+
+    return nafblock
+
+
+def _block(c: int, film: bool, seed: int = 0) -> CondBlock:
+    torch.manual_seed(seed)
+    b = CondBlock(c, 64 if film else None)
+    with torch.no_grad():  # non-trivial weights (beta, gamma and the FiLM start at zero)
+        for p in b.parameters():
+            p.normal_(0, 0.3)
+    return b.eval().to(DEVICE)
+
+
+def _inputs(n, c, h, w, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.randn(n, c, h, w, generator=g) * 2 + 0.5).to(DEVICE)
+    emb = torch.rand(n, 64, generator=g).to(DEVICE)
+    return x, emb
+
+
+def _check(got: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype, out_dtype=None) -> None:
+    assert got.dtype == (out_dtype or dtype) and got.shape == ref.shape
+    err = (got.float() - ref.float()).abs().max().item()
+    scale = ref.float().abs().max().item()
+    assert err <= TOL[dtype] * scale, f"{dtype}: max error {err:.3g} > {TOL[dtype]} x {scale:.3g}"
+
+
+def _film_rows(block: CondBlock, emb):
+    scale, shift = torch.nn.functional.silu(block.film.proj(emb)).chunk(2, dim=1)
+    return torch.cat([1 + scale, shift], dim=1)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("film", [True, False], ids=["film", "plain"])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@torch.no_grad()
+def test_fused_block_matches_the_reference(nb, shape, film, dtype):
+    block = _block(shape[1], film)
+    x, emb = _inputs(*shape)
+    ref = block(x, emb if film else None)  # fp32 reference
+    fused = nb.FusedNAFBlock(block.block.to(dtype), block.film)
+    xin = x.to(dtype)
+    before = xin.clone()
+    got = fused(xin, emb if film else None)
+    _check(got, ref, dtype)
+    assert torch.equal(xin, before), "the input was modified"
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@torch.no_grad()
+def test_each_pass_matches_its_reference_ops(nb, dtype):
+    n, c, h, w = 2, 12, 9, 7
+    cb = _block(c, film=True)
+    x, emb = _inputs(n, c, h, w)
+    blk = cb.block
+    # The reference, op by op in fp32.
+    xf = cb.film(x, emb)
+    t_ref = blk.conv1(blk.norm1(xf))
+    g_ref = blk.sg(blk.conv2(t_ref))
+    pool_ref = g_ref.mean((2, 3))
+    att_ref = blk.sca(g_ref).reshape(n, c)
+    out_ref = cb(x, emb)
+
+    rows = _film_rows(cb, emb)
+    b = blk.to(dtype)
+    t = nb.film_ln_expand(b, x.to(dtype), rows)
+    _check(t, t_ref, dtype)
+    # Passes 2 and 3 on the reference's own inputs, so each is checked alone.
+    g, pool = nb.dw_gate_pool(b, t_ref.to(dtype).contiguous())
+    _check(g, g_ref, dtype)
+    _check(pool, pool_ref, dtype, out_dtype=torch.float32)  # (N, C), summed in fp32
+    _check(nb.attention(b, pool_ref), att_ref, dtype, out_dtype=torch.float32)  # b's weights in dtype
+    out = nb.attn_proj_ffn(b, x.to(dtype), rows, g_ref.to(dtype).contiguous(), att_ref.contiguous())
+    _check(out, out_ref, dtype)
+
+
+@torch.no_grad()
+def test_large_values_keep_layernorm_statistics_in_fp32(nb):
+    """Activations whose squares overflow fp16 (NAFNet's known fp16 failure) still normalise."""
+    block = _block(16, film=False)
+    x, _ = _inputs(1, 16, 6, 5)
+    x = x * 300 + 2000  # |x| up to ~3000: x*x > 65504
+    ref = block(x)
+    got = nb.FusedNAFBlock(block.block.half())(x.half())
+    assert torch.isfinite(got).all()
+    _check(got, ref, torch.float16)
+
+
+@torch.no_grad()
+def test_fuse_swaps_every_block_and_shares_the_weights():
+    torch.manual_seed(0)
+    model = build("tiny").eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.2)
+    model = model.to(DEVICE)
+    n_blocks = sum(isinstance(m, NAFBlock) for m in model.modules())
+    fused = kernels.fuse(model)
+    from ctdn.kernels.nafblock import FusedNAFBlock
+
+    assert sum(isinstance(m, FusedNAFBlock) for m in fused.modules()) == n_blocks > 0
+    assert not any(isinstance(m, CondBlock) for m in fused.modules())
+    assert not any(isinstance(m, FusedNAFBlock) for m in model.modules()), "the caller's model changed"
+    ours = dict(fused.named_parameters())
+    assert all(any(p is q for q in ours.values()) for p in model.parameters()), "weights not shared"
+    x = torch.rand(2, 1, 16, 24, device=DEVICE) * 2 - 1
+    dose = torch.tensor([0.1, 0.5], device=DEVICE)
+    _check(fused(x, dose), model(x, dose), torch.float32)
+
+
+def test_fuse_of_a_single_block(nb):
+    cb = _block(8, film=True)
+    f = kernels.fuse(cb)
+    assert isinstance(f, nb.FusedNAFBlock) and f.block is not cb.block  # a new module tree ...
+    assert f.block.conv1.weight is cb.block.conv1.weight and f.film.proj.weight is cb.film.proj.weight
+
+
+def test_without_triton_fuse_says_how_to_install(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "triton" else real(n, *a))
+    assert "pip install 'ctdn[triton]'" in kernels.unavailable()
+    with pytest.raises(MissingDependencyError, match="triton is not installed"):
+        kernels.fuse(build("tiny"))
+
+
+def test_importing_ctdn_kernels_does_not_import_triton():
+    code = "import sys, ctdn, ctdn.kernels; assert 'triton' not in sys.modules, 'triton imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
