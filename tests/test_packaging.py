@@ -13,11 +13,23 @@ import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 DIST = {"PIL": "pillow", "skimage": "scikit-image", "yaml": "pyyaml"}
+# Modules that import an optional dependency at module level because they are themselves imported only
+# behind a check that says how to install it (ctdn.kernels.fuse -> kernels/nafblock.py): file -> extra.
+OPTIONAL_MODULES = {"kernels/nafblock.py": "triton"}
+
+
+def _names(requirements) -> set[str]:
+    return {re.split(r"[<>=!~\[; ]", d, maxsplit=1)[0].lower() for d in requirements}
 
 
 def _declared() -> set[str]:
-    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    return {re.split(r"[<>=!~\[; ]", d, maxsplit=1)[0].lower() for d in deps}
+    return _names(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"])
+
+
+def _third_party(names: set[str]) -> set[str]:
+    """Distribution names of the non-stdlib, non-ctdn modules in ``names``."""
+    skip = ("ctdn", "__future__")
+    return {DIST.get(n, n).lower() for n in names if n not in sys.stdlib_module_names and n not in skip}
 
 
 def _module_level_imports(path: Path) -> set[str]:
@@ -32,10 +44,16 @@ def _module_level_imports(path: Path) -> set[str]:
 
 def test_module_level_imports_are_declared_dependencies():
     files = [*(ROOT / "ctdn").rglob("*.py"), *(ROOT / "train").glob("*.py"), *(ROOT / "kernels").glob("*.py")]
+    files = [f for f in files if str(f.relative_to(ROOT)) not in OPTIONAL_MODULES]
     used = set().union(*(_module_level_imports(f) for f in files))
-    third_party = {n for n in used if n not in sys.stdlib_module_names and n not in ("ctdn", "__future__")}
-    missing = {DIST.get(n, n).lower() for n in third_party} - _declared()
+    missing = _third_party(used) - _declared()
     assert not missing, f"imported at module level but not in [project] dependencies: {sorted(missing)}"
+
+
+def test_optional_modules_import_only_their_extra():
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    for path, extra in OPTIONAL_MODULES.items():
+        assert _third_party(_module_level_imports(ROOT / path)) <= _declared() | _names(extras[extra]), path
 
 
 def test_an_installed_package_carries_the_runtime_sources_and_the_weights(tmp_path):
