@@ -11,10 +11,16 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import os
 
 from torch import nn
 
-__all__ = ["fuse", "unavailable"]
+__all__ = ["fuse", "unavailable", "interpreting"]
+
+
+def interpreting() -> bool:
+    """True under ``TRITON_INTERPRET=1``: kernels run on CPU tensors through Triton's interpreter."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
 def unavailable() -> str | None:

@@ -25,11 +25,11 @@ C = 256). Under ``TRITON_INTERPRET=1`` (CPU) one fixed config runs.
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
+
+from . import interpreting
 
 __all__ = [
     "nafblock_forward",
@@ -38,13 +38,7 @@ __all__ = [
     "attention",
     "attn_proj_ffn",
     "FusedNAFBlock",
-    "interpreting",
 ]
-
-
-def interpreting() -> bool:
-    """True under ``TRITON_INTERPRET=1``: kernels run on CPU tensors through Triton's interpreter."""
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
 # Fixed when this module is imported (TRITON_INTERPRET is read by triton at import time too).
@@ -199,7 +193,7 @@ _TUNED = {
     for k in (_film_ln_expand, _attn_proj_ffn)
 }
 _TUNED[_dw_gate_pool] = triton.autotune(_configs(), key=["C", "H", "W"])(_dw_gate_pool)
-INTERPRET_BLOCK_P = 32
+INTERPRET_BLOCK_P = 64
 
 
 # --- launchers ----------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ BACKENDS: dict[str, str] = {
     "openvino": "ctdn.backends.openvino",
     "tensorrt": "ctdn.backends.tensorrt",
     "aoti": "ctdn.backends.aoti",
+    "triton": "ctdn.backends.triton_fused",
 }
 
 
