@@ -1,0 +1,177 @@
+"""The fused NAFBlock against eager torch and torch.compile: per block and for the whole model.
+
+Groups:
+
+- ``nafblock-<preset>``: one NAFBlock (with its dose FiLM) of each level of the preset, at the size
+  that level sees for a 512x512 slice, batch 1 and 16. Variants: ``eager``, ``compile`` (inductor,
+  default mode), ``compile-max-autotune``, ``fused`` (the Triton kernels). ``extra_info`` has the
+  bytes the block must move at least (read x, write y) and the fused kernels' actual traffic (9 C
+  values per pixel, see kernels/nafblock.py) and, on a GPU, the achieved bandwidth in GB/s and the
+  peak it is compared with (a measured device-to-device copy).
+- ``model-512``: the whole network (no HU conversion, no host copies), presets ``edge`` and
+  ``paper``, batch 1, 16 and 32, slices/s in ``extra_info``. ``fused`` is the triton backend's model
+  replayed as a CUDA graph.
+
+fp16 on a GPU; on the CPU only ``eager`` and ``compile`` in fp32 run (the fused kernels need CUDA;
+Triton's CPU interpreter is for correctness, not speed). Run:
+
+    python -m pytest benchmarks/test_bench_kernels.py --benchmark-only --benchmark-json=OUT.json
+"""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+
+from ctdn import kernels
+from ctdn.models import build
+from ctdn.models.nafnet import CondBlock
+
+CUDA = torch.cuda.is_available()
+DEVICE = torch.device("cuda" if CUDA else "cpu")
+DTYPE = torch.float16 if CUDA else torch.float32
+VARIANTS = ["eager", "compile", "compile-max-autotune", "fused"]
+
+
+def _skip_variant(variant: str) -> None:
+    if variant == "fused":
+        why = kernels.unavailable()
+        if why is not None:
+            pytest.skip(why)
+        if not CUDA:
+            pytest.skip("the fused kernels are benchmarked on CUDA only (no CUDA device here)")
+    if variant == "compile-max-autotune" and not CUDA:
+        pytest.skip("max-autotune tunes GPU kernels; no CUDA device here")
+
+
+@functools.cache
+def copy_bandwidth() -> float:
+    """Device-to-device copy bandwidth in GB/s (read + write), the practical peak to compare with."""
+    if not CUDA:
+        return float("nan")
+    a = torch.empty(256 * 2**20, dtype=torch.uint8, device=DEVICE)
+    b = torch.empty_like(a)
+    for _ in range(3):
+        b.copy_(a)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize()
+    start.record()
+    for _ in range(20):
+        b.copy_(a)
+    end.record()
+    torch.cuda.synchronize()
+    return 2 * a.numel() * 20 / (start.elapsed_time(end) / 1e3) / 1e9
+
+
+def _timed(fn):
+    """``fn`` followed by a device synchronisation, so the benchmark times the GPU work."""
+    if not CUDA:
+        return fn
+
+    def run(*a):
+        out = fn(*a)
+        torch.cuda.synchronize()
+        return out
+
+    return run
+
+
+def _variant(module: torch.nn.Module, variant: str):
+    if variant == "eager":
+        return module
+    if variant == "compile":
+        return torch.compile(module)
+    if variant == "compile-max-autotune":
+        return torch.compile(module, mode="max-autotune")
+    return kernels.fuse(module)
+
+
+def _levels(preset: str):
+    cfg = build(preset).config
+    return [(lv, c, 512 // (cfg.shuffle * 2**lv)) for lv, c in enumerate(cfg.widths)]
+
+
+def _block_cases():
+    for preset in ("edge", "paper"):
+        for lv, c, size in _levels(preset):
+            yield pytest.param(preset, c, size, id=f"{preset}-L{lv}-c{c}-{size}px")
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("batch", [1, 16])
+@pytest.mark.parametrize(("preset", "c", "size"), list(_block_cases()))
+def test_nafblock(benchmark, preset, c, size, batch, variant):
+    _skip_variant(variant)
+    if not CUDA and batch > 1:
+        pytest.skip("batch 16 on the CPU: minutes per round; batch 1 shows the same ratio")
+    benchmark.group = f"nafblock-{preset}"
+    torch.manual_seed(0)
+    block = CondBlock(c, 64).eval().requires_grad_(False)
+    with torch.no_grad():
+        for p in block.parameters():
+            p.normal_(0, 0.1)
+    block = block.to(DEVICE, DTYPE)  # pure fp16 on a GPU, FiLM included (eager torch needs one dtype)
+    fn = _timed(_variant(block, variant))
+    x = torch.randn(batch, c, size, size, device=DEVICE, dtype=DTYPE)
+    emb = torch.rand(batch, 64, device=DEVICE, dtype=DTYPE)
+    with torch.inference_mode():
+        for _ in range(3):  # compile / autotune outside the timed rounds
+            fn(x, emb)
+        benchmark(fn, x, emb)
+    elt = x.element_size()
+    min_bytes = 2 * x.numel() * elt
+    benchmark.extra_info.update(
+        variant=variant, channels=c, size=size, batch=batch, dtype=str(DTYPE),
+        min_bytes=min_bytes, fused_bytes=9 * x.numel() * elt,
+    )  # fmt: skip
+    if CUDA:
+        t = benchmark.stats.stats.mean
+        bytes_moved = 9 * x.numel() * elt if variant == "fused" else min_bytes
+        benchmark.extra_info.update(
+            achieved_gbs=bytes_moved / t / 1e9,
+            min_bytes_gbs=min_bytes / t / 1e9,
+            copy_peak_gbs=copy_bandwidth(),
+        )
+
+
+def _autocast(fn):
+    def run(*a):
+        with torch.autocast("cuda", dtype=DTYPE):
+            return fn(*a)
+
+    return run
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("batch", [1, 16, 32])
+@pytest.mark.parametrize("preset", ["edge", "paper"])
+def test_model(benchmark, preset, batch, variant):
+    _skip_variant(variant)
+    if not CUDA and (batch > 1 or variant != "eager"):
+        pytest.skip("whole-model CPU latency is benchmarks/test_bench_denoise.py's (batch 1, eager)")
+    benchmark.group = "model-512"
+    torch.manual_seed(0)
+    model = build(preset).eval().requires_grad_(False)
+    x = torch.rand(batch, 1, 512, 512, device=DEVICE).mul(2).sub(1)
+    dose = torch.full((batch,), 0.25, device=DEVICE)
+    if variant == "fused":
+        from ctdn.backends.triton_fused import Runner, _Graph
+
+        net = Runner(model, DEVICE, "fp16" if CUDA else "fp32").model
+        x = x.to(DTYPE)
+        fn = _timed(_Graph(net, tuple(x.shape), DTYPE, DEVICE))  # one CUDA graph, as the backend runs it
+    else:
+        # What the torch backend runs: fp32 weights under autocast (fp16 convs, fp32 norms and dose MLP).
+        fn = _variant(model.to(DEVICE), variant)
+        fn = _timed(_autocast(fn) if CUDA else fn)
+    with torch.inference_mode():
+        for _ in range(3):
+            fn(x, dose)
+        benchmark(fn, x, dose)
+    benchmark.extra_info.update(
+        variant=variant, preset=preset, batch=batch, dtype=str(DTYPE),
+        slices_per_s=batch / benchmark.stats.stats.mean,
+        ms_per_slice=1e3 * benchmark.stats.stats.mean / batch,
+    )  # fmt: skip
