@@ -337,15 +337,21 @@ def cmd_denoise(args: argparse.Namespace) -> int:
     meta = getattr(den.model, "meta", {}) or {}
     model_name = str(meta.get("name") or Path(str(args.model)).stem)
 
+    # Memory: a .npy input is memory-mapped and a DICOM series is decoded slice by slice into a
+    # scratch memmap next to the output, so neither is held in memory whole; a .npy output is a
+    # memmap in atomic_path's temporary file, filled batch by batch (complete or absent), and a
+    # DICOM output is denoised into a scratch memmap before write_dicom (which makes one float32
+    # copy while checking it). NIfTI is read and written whole. See docs/robustness.md (memory).
+    scratch = dst.parent if dst.parent.is_dir() else None
     like = like_img = affine = None
     if src_kind == "npy":
         hu = _read_npy(src)
     elif src_kind == "nifti":
         hu, like_img = _read_nifti(src)
     else:
-        from .io import read_dicom
+        from .io.stream import read_dicom_mapped
 
-        like = read_dicom(src, series_uid=args.series_uid)
+        like = read_dicom_mapped(src, series_uid=args.series_uid, scratch_dir=scratch)
         hu = like.hu
 
     if hu.ndim not in (2, 3):
@@ -353,19 +359,44 @@ def cmd_denoise(args: argparse.Namespace) -> int:
             f"{src} holds a {hu.ndim}-D array of shape {tuple(hu.shape)}; ctdn denoise takes one slice "
             "(H, W) or a volume (N, H, W) in HU"
         )
-    t0 = time.perf_counter()
-    try:
-        out = den(hu, args.dose, progress=not args.quiet)
-    except InputError as exc:  # bad values in the input (NaN/inf, empty): name the file
-        raise type(exc)(f"{src}: {exc}") from exc
-    seconds = time.perf_counter() - t0
-    n = 1 if out.ndim == 2 else len(out)
+
+    def run(out=None):
+        try:
+            return den(hu, args.dose, progress=not args.quiet, out=out)
+        except InputError as exc:  # bad values in the input (NaN/inf, empty): name the file
+            raise type(exc)(f"{src}: {exc}") from exc
 
     what = f"dose {args.dose:g}, model {model_name}"
     derivation = (
         f"ctdn {__version__}: denoised by the {model_name} model ({Path(str(args.model)).name}) "
         f"for a dose fraction of {args.dose:g} of a routine full dose, backend {den.backend} on {den.device}"
     )
+    n = 1 if hu.ndim == 2 else len(hu)
+    try:
+        if dst_kind == "npy":
+            with atomic_path(dst) as tmp:
+                t0 = time.perf_counter()
+                mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=tuple(hu.shape))
+                try:
+                    run(mm)
+                    mm.flush()
+                finally:
+                    del mm
+                seconds = time.perf_counter() - t0
+        else:
+            t0 = time.perf_counter()
+            if dst_kind == "dicom":
+                from .io.stream import scratch_array
+
+                out = run(scratch_array(hu.shape, np.float32, scratch))
+            else:
+                out = run()
+            seconds = time.perf_counter() - t0
+    except CTDNError:
+        raise
+    except OSError as exc:
+        raise InputError(f"cannot write {dst}: {exc}") from exc
+
     try:
         if dst_kind == "dicom":
             from .io import write_dicom
@@ -379,8 +410,7 @@ def cmd_denoise(args: argparse.Namespace) -> int:
                 overwrite=args.overwrite,
             )
         elif dst_kind == "npy":
-            with atomic_path(dst) as tmp:
-                np.save(tmp, out.astype(np.float32, copy=False))
+            pass  # written above
         else:
             if like is not None:
                 affine = _dicom_affine(like)

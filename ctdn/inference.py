@@ -41,8 +41,17 @@ def parse_device(device) -> torch.device:
         raise InputError(f"device must be like 'cpu', 'cuda' or 'cuda:1', got {device!r}") from exc
 
 
+_SCAN_ELEMENTS = 1 << 20  # values per chunk of the NaN/inf pre-scan (4 MiB as float32)
+
+
 def _volume(volume) -> tuple[np.ndarray, dict]:
-    """(N, H, W) float32 copy of the input and how to give the result back."""
+    """The input as an (N, H, W) numpy array (a view, not a copy, of a numpy or CPU tensor input),
+    checked, and how to give the result back.
+
+    Nothing is converted here: each batch is converted to float32 when it is denoised. The NaN/inf
+    check reads the input in chunks of 2**20 values (4 MiB as float32), so a memory-mapped volume
+    is never held in memory whole, and runs before any denoising so no work is wasted on a bad input.
+    """
     info = {"torch": None, "squeeze": False}
     if isinstance(volume, torch.Tensor):
         info["torch"] = volume.device
@@ -65,16 +74,43 @@ def _volume(volume) -> tuple[np.ndarray, dict]:
         raise InputError(f"volume must be 2-D (H, W) or 3-D (N, H, W), got shape {arr.shape}")
     if arr.size == 0:
         raise InputError(f"volume is empty (shape {arr.shape})")
-    out = np.array(arr, dtype=np.float32, copy=True)
-    bad = ~np.isfinite(out)
-    if bad.any():
-        where = tuple(int(i) for i in np.argwhere(bad)[0])
+    if arr.ndim == 2:
+        arr, info["squeeze"] = arr[None], True
+    if np.issubdtype(arr.dtype, np.floating):  # integers are always finite, also as float32
+        _check_finite(arr, info["squeeze"])
+    return arr, info
+
+
+def _check_finite(arr: np.ndarray, squeeze: bool) -> None:
+    """Raise if ``arr`` (N, H, W) has NaN/inf values as float32: their count and the first index."""
+    step = max(1, _SCAN_ELEMENTS // (arr.shape[1] * arr.shape[2]))
+    count, first = 0, None
+    for i in range(0, arr.shape[0], step):
+        # As float32, as the network sees it: a float64 beyond float32's range is inf.
+        bad = ~np.isfinite(np.asarray(arr[i : i + step], dtype=np.float32))
+        n = int(np.count_nonzero(bad))
+        if n and first is None:
+            first = np.argwhere(bad)[0] + (i, 0, 0)
+        count += n
+    if count:
+        where = tuple(int(k) for k in (first[1:] if squeeze else first))
         raise InputError(
-            f"volume has {int(bad.sum())} NaN/inf values (first at index {where}); fix or mask them first"
+            f"volume has {count} NaN/inf values (first at index {where}); fix or mask them first"
         )
-    if out.ndim == 2:
-        out, info["squeeze"] = out[None], True
-    return out, info
+
+
+def _check_out(out, shape: tuple[int, ...], dtype: np.dtype, source: np.ndarray) -> np.ndarray:
+    if not isinstance(out, np.ndarray):
+        raise InputTypeError(f"out must be a numpy array (e.g. a np.memmap), got {type(out).__name__}")
+    if tuple(out.shape) != tuple(shape):
+        raise InputError(f"out has shape {tuple(out.shape)} but the volume has shape {tuple(shape)}")
+    if out.dtype != dtype:
+        raise InputError(f"out must have dtype {dtype} for this input, got {out.dtype}")
+    if not out.flags.writeable:
+        raise InputError("out is read-only")
+    if np.may_share_memory(out, source):
+        raise InputError("out shares memory with the volume; the input is never modified")
+    return out
 
 
 def _doses(dose, n: int) -> np.ndarray:
@@ -171,39 +207,54 @@ class Denoiser:
         batch_size: int | None = None,
         progress: bool = False,
         keep_dtype: bool = False,
+        out: np.ndarray | None = None,
     ):
         """Denoise a 2-D slice or an (N, H, W) volume in HU; returns the same shape in HU.
 
         ``dose``: fraction of a routine full dose in (0, 1], one value or one per slice.
         Returns float32 (a numpy array, or a tensor on the input's device for a tensor input);
         with ``keep_dtype`` an integer input gets its own dtype back (rounded and clipped).
+
+        ``out``: a numpy array of the input's shape (e.g. a ``np.memmap`` on disk) that receives the
+        result batch by batch and is returned (also for a tensor input); its dtype must be float32,
+        or the input's integer dtype with ``keep_dtype``. Without it the result is a new array.
+        Either way the input is read one batch at a time and never copied whole, so the memory
+        needed beyond the result is a constant (a few batches), whatever the number of slices.
         """
         x, info = _volume(volume)
         d = _doses(dose, x.shape[0])
         b = self._check_batch(batch_size) if batch_size is not None else self.batch_size
         lo, hi = self.config.hu_window
         m = self.config.multiple
-        out = np.empty_like(x)
+        dtype = info["dtype"]
+        to_int = keep_dtype and np.issubdtype(dtype, np.integer)
+        out_dtype = np.dtype(dtype) if to_int else np.dtype(np.float32)
+        shape = x.shape[1:] if info["squeeze"] else x.shape
+        if out is None:
+            result = np.empty(shape, dtype=out_dtype)
+        else:
+            result = _check_out(out, shape, out_dtype, x)
+        dst = result[None] if info["squeeze"] else result
         h, w = x.shape[1:]
         with tqdm(total=x.shape[0], desc="denoising", unit="slice", disable=not progress) as bar:
             for i in range(0, x.shape[0], b):
-                xs = x[i : i + b]
+                xs = np.array(x[i : i + b], dtype=np.float32)  # this batch only; the input is untouched
                 unit = hu_to_unit(xs, lo, hi).astype(np.float32)
                 y = unit_to_hu(
                     self._runner(pad_to_multiple(unit[:, None], m), d[i : i + b])[:, 0, :h, :w], lo, hi
                 )
                 wgt = passthrough_weight(xs, (lo, hi))
-                out[i : i + b] = y + wgt * (xs - y)
+                ys = y + wgt * (xs - y)
+                if to_int:
+                    r = np.iinfo(dtype)
+                    ys = np.clip(np.rint(ys), r.min, r.max)
+                dst[i : i + b] = ys
                 bar.update(len(xs))
-        if info["squeeze"]:
-            out = out[0]
-        dtype = info["dtype"]
-        if keep_dtype and np.issubdtype(dtype, np.integer):
-            r = np.iinfo(dtype)
-            out = np.clip(np.rint(out), r.min, r.max).astype(dtype)
+        if out is not None:
+            return out
         if info["torch"] is not None:
-            return torch.from_numpy(out).to(info["torch"])
-        return out
+            return torch.from_numpy(result).to(info["torch"])
+        return result
 
 
 _CACHE: dict = {}
@@ -220,12 +271,13 @@ def denoise(
     batch_size: int | None = None,
     progress: bool = False,
     keep_dtype: bool = False,
+    out: np.ndarray | None = None,
 ):
     """Denoise ``volume`` (HU, (H, W) or (N, H, W)) at ``dose`` (fraction of full dose), by default with
     the shipped model.
 
     The model and backend are loaded once per (model, backend, device) and reused; see
-    :class:`Denoiser` for the arguments.
+    :class:`Denoiser` for the arguments (``out=``: an array, e.g. a ``np.memmap``, to write into).
     """
     model = "edge" if model is None else model
     key = (model if not isinstance(model, torch.nn.Module) else id(model), backend, str(parse_device(device)))
@@ -233,4 +285,4 @@ def denoise(
         den = _CACHE.get(key)
         if den is None or (isinstance(model, torch.nn.Module) and den.model is not model):
             den = _CACHE[key] = Denoiser(model, backend=backend, device=device)
-    return den(volume, dose, batch_size=batch_size, progress=progress, keep_dtype=keep_dtype)
+    return den(volume, dose, batch_size=batch_size, progress=progress, keep_dtype=keep_dtype, out=out)
