@@ -252,3 +252,37 @@ def test_probe_on_this_machine(monkeypatch):
     assert env.torch == torch.__version__.split("+")[0] and env.tensorrt is None
     if not torch.cuda.is_available():
         assert env.gpu_name is None and env.compute_capability is None
+
+
+def _model(preset="tiny", seed=0, **changes):
+    from ctdn.models.config import preset as cfg_of
+    from ctdn.models.nafnet import CTDenoiser
+
+    torch.manual_seed(seed)
+    return CTDenoiser(cfg_of(preset, **changes)).eval()
+
+
+def _package(tmp_path, model):
+    path = tmp_path / "m.pt2"
+    path.write_bytes(b"package")
+    sc.write_sidecar(
+        path, kind="aoti", model=model, shapes=SHAPES, precision="fp32", device="cpu",
+        rebuild="python -m ctdn.export ...", env=CPU,
+    )  # fmt: skip
+    return sc.read_sidecar(path)
+
+
+def test_check_model_accepts_the_model_it_was_built_from(tmp_path):
+    m = _model()
+    sc.check_model(_package(tmp_path, m), m, tmp_path / "m.pt2")
+
+
+def test_check_model_names_what_differs(tmp_path):
+    built = _package(tmp_path, _model())
+    with pytest.raises(EngineError, match=r"m\.pt2 was built from another model.*same config, other weights"):
+        sc.check_model(built, _model(seed=1), "m.pt2")
+    with pytest.raises(EngineError, match=r"widths \[8, 16\] vs \[8, 24\].*rebuild it for this model"):
+        sc.check_model(built, _model(widths=(8, 24)), "m.pt2")
+    with pytest.raises(EngineError, match=r"HU window \[-1000\.0, 1000\.0\] vs \[-1024\.0, 2000\.0\]") as exc:
+        sc.check_model(built, _model(hu_window=(-1024.0, 2000.0)), "m.pt2")
+    assert "written by ctdn" in str(exc.value)

@@ -420,6 +420,25 @@ def test_cli_denoise_with_the_aoti_backend(engines, tmp_path, slice512, capsys):
     assert np.abs(np.load(out_aoti) - np.load(out_torch)).max() <= 0.5
 
 
+def test_another_models_package_under_this_models_name_is_refused(
+    engines, edge, edge_pt2, monkeypatch, tmp_path
+):
+    import copy
+
+    from ctdn.backends import aoti
+    from ctdn.errors import EngineError
+
+    other = copy.deepcopy(edge)
+    with torch.no_grad():
+        next(other.parameters()).add_(1e-3)  # same config, other weights: another fingerprint
+    monkeypatch.setenv("CTDN_ENGINE_DIR", str(tmp_path))
+    path = export.engine_path("edge", export.fingerprint(other), "aoti", "cpu", "fp32")
+    shutil.copyfile(edge_pt2, path)  # edge's package (and sidecar) copied under the other's name
+    shutil.copyfile(f"{edge_pt2}.json", f"{path}.json")
+    with pytest.raises(EngineError, match="built from another model.*same config, other weights"):
+        aoti.Runner(other, CPU)
+
+
 def test_a_stale_package_is_compiled_again(engines, edge, edge_pt2, monkeypatch, tmp_path):
     from ctdn.backends import aoti
 

@@ -89,6 +89,9 @@ class Runner:
             self.path.with_name(self.path.name + ".json").unlink(missing_ok=True)
             _compile(model, self.path, device)
             self.runtime = mod.Runtime(str(self.path), device=index)
+        from ..deploy.sidecar import check_model
+
+        check_model(self.runtime.sidecar, model, self.path)  # another model's package under this name
         built = self.runtime.sidecar["device"]["type"]
         if built != device.type:  # the device slug names the device, so only a hand-placed file gets here
             raise EngineError(f"{self.path.name} was compiled for {built}, not {device.type}")

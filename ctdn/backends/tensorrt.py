@@ -115,7 +115,8 @@ class Runner:
     """A ``ctdn._runtime.Runtime`` on the engine built for this model, GPU and precision (default fp16)."""
 
     def __init__(self, model, device: torch.device, precision: str | None = None) -> None:
-        from ..export import device_slug, fingerprint
+        from ..deploy.sidecar import check_model
+        from ..export import device_slug
 
         precision = _check_precision(precision)
         if device.type != "cuda":
@@ -136,13 +137,7 @@ class Runner:
         index = device.index if device.index is not None else torch.cuda.current_device()
         # The runtime checks the sidecar (GPU, TensorRT version, size) and raises EngineError on a mismatch.
         self.runtime = ext.Runtime(str(self.path), device=index, max_batch=0, cuda_graphs=True, check=True)
-        fp = fingerprint(model)
-        found = (self.runtime.sidecar.get("model") or {}).get("fingerprint")
-        if found != fp:
-            raise EngineError(
-                f"{self.path}: its sidecar says model fingerprint {found}, this model is {fp} (the file was "
-                f"replaced?); rebuild it on this machine: {self.runtime.sidecar.get('rebuild')}"
-            )
+        check_model(self.runtime.sidecar, model, self.path)  # another model's engine under this name
 
     def __call__(self, x: np.ndarray, dose: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x, dtype=np.float32)

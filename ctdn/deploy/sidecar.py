@@ -36,6 +36,7 @@ from .._version import __version__
 from ..errors import EngineError, InputError
 
 __all__ = [
+    "check_model",
     "FORMAT",
     "KINDS",
     "HARDWARE",
@@ -158,6 +159,32 @@ def _model_info(model, name: str | None) -> dict:
         "hu_window": list(model.config.hu_window),
         "multiple": model.config.multiple,
     }
+
+
+def check_model(sc: dict, model, path) -> None:
+    """Refuse (EngineError) an engine/package whose sidecar describes another model than ``model``.
+
+    The message says what differs: the HU window, the config fields, or (same config) the weights,
+    and which ctdn wrote the file; then the command that rebuilds it.
+    """
+    here = _model_info(model, None)
+    built = sc.get("model") or {}
+    if built.get("fingerprint") == here["fingerprint"]:
+        return
+    diffs = []
+    window = [float(v) for v in here["hu_window"]]
+    if [float(v) for v in sc.get("hu_window") or []] != window:
+        diffs.append(f"HU window {sc.get('hu_window')} vs {window}")
+    cfg = built.get("config") or {}
+    fields = sorted(k for k in set(cfg) | set(here["config"]) if cfg.get(k) != here["config"].get(k))
+    diffs += [f"{k} {cfg.get(k)!r} vs {here['config'].get(k)!r}" for k in fields if k != "hu_window"]
+    if not diffs:
+        diffs.append("same config, other weights")
+    raise EngineError(
+        f"{Path(path).name} was built from another model than this one (fingerprint "
+        f"{built.get('fingerprint')} vs {here['fingerprint']}: {'; '.join(diffs)}; written by ctdn "
+        f"{sc.get('ctdn_version')}, this is {__version__}); rebuild it for this model: {sc.get('rebuild')}"
+    )
 
 
 def _shapes(shapes: dict) -> dict:
