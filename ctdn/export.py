@@ -144,19 +144,28 @@ def onnx_meta(path) -> dict:
     """The ctdn metadata of an exported ONNX file (config and hu_window decoded)."""
     import onnx
 
-    proto = onnx.load(str(path), load_external_data=False)
+    if not Path(path).is_file():
+        raise InputError(f"ONNX file not found: {path}")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError and friends for damaged files
+        raise InputError(f"{path} is not a readable ONNX file ({type(exc).__name__}: {exc})") from exc
     meta = {p.key: p.value for p in proto.metadata_props}
     if meta.get("ctdn.format") != ONNX_FORMAT:
         raise InputError(f"{path} is not an ONNX file exported by ctdn (no {ONNX_FORMAT} metadata)")
-    return {
-        "name": meta["ctdn.model"],
-        "fingerprint": meta["ctdn.fingerprint"],
-        "config": json.loads(meta["ctdn.config"]),
-        "hu_window": json.loads(meta["ctdn.hu_window"]),
-        "multiple": int(meta["ctdn.multiple"]),
-        "version": meta["ctdn.version"],
-        "opset": max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=0),
-    }
+    try:
+        return {
+            "name": meta["ctdn.model"],
+            "fingerprint": meta["ctdn.fingerprint"],
+            "config": json.loads(meta["ctdn.config"]),
+            "hu_window": json.loads(meta["ctdn.hu_window"]),
+            "multiple": int(meta["ctdn.multiple"]),
+            "version": meta["ctdn.version"],
+            "opset": max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=0),
+        }
+    except (KeyError, ValueError) as exc:
+        what = f"{type(exc).__name__}: {exc}"
+        raise InputError(f"{path}: its ctdn metadata is incomplete or damaged ({what})") from exc
 
 
 def engine_dir() -> Path:

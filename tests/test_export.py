@@ -191,3 +191,23 @@ def test_openvino_bf16_is_opt_in_and_close():
     got = Denoiser(model, backend="openvino", precision="bf16")(vol, 0.1)
     diff = np.abs(got - ref)
     assert 0 < diff.max() < 5 and diff.mean() < 0.5  # measured 512x512: max 2.3 HU, mean 0.16 HU
+
+
+def test_onnx_meta_refuses_damaged_files_with_the_reason(onnx_file, tmp_path):
+    import onnx
+
+    assert export.onnx_meta(onnx_file)["name"]
+    with pytest.raises(InputError, match="ONNX file not found"):
+        export.onnx_meta(tmp_path / "missing.onnx")
+    cut = tmp_path / "cut.onnx"
+    cut.write_bytes(onnx_file.read_bytes()[:1000])
+    with pytest.raises(InputError, match="not a readable ONNX file"):
+        export.onnx_meta(cut)
+    proto = onnx.load(str(onnx_file))
+    keep = [p for p in proto.metadata_props if p.key != "ctdn.fingerprint"]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(keep)
+    partial = tmp_path / "partial.onnx"
+    onnx.save(proto, str(partial))
+    with pytest.raises(InputError, match="metadata is incomplete or damaged.*ctdn.fingerprint"):
+        export.onnx_meta(partial)
