@@ -613,9 +613,15 @@ def _load_series(entries: list[_Entry], *, allow_non_ct: bool) -> Volume:
     for e in entries:
         with _about(e.path):
             _check_slice_header(e, allow_non_ct)
-    _check_same_size(entries)
-    row_col = _pixel_spacing(entries)
-    order, slice_spacing, origin, orientation = _sort_slices(entries)
+    try:
+        _check_same_size(entries)
+        row_col = _pixel_spacing(entries)
+        order, slice_spacing, origin, orientation = _sort_slices(entries)
+    except DicomError as exc:  # these name files by their names alone: say where they are
+        where = _series_folder(entries)
+        if where in str(exc):
+            raise
+        raise DicomError(f"{where}: {exc}") from exc
     entries = [entries[i] for i in order]
 
     rows, cols = int(entries[0].ds.Rows), int(entries[0].ds.Columns)
@@ -634,6 +640,11 @@ def _load_series(entries: list[_Entry], *, allow_non_ct: bool) -> Volume:
     )
 
 
+def _series_folder(entries: list[_Entry]) -> str:
+    parents = sorted({str(e.path.parent) for e in entries})
+    return parents[0] if len(parents) == 1 else f"{parents[0]} (and {len(parents) - 1} other folder(s))"
+
+
 def _check_slice_header(e: _Entry, allow_non_ct: bool) -> None:
     path, ds = e.path, e.ds
     modality = _text(path, ds, "Modality")
@@ -644,6 +655,8 @@ def _check_slice_header(e: _Entry, allow_non_ct: bool) -> None:
             "(pass allow_non_ct=True to read it anyway)"
         )
     frames = _number(path, ds, "NumberOfFrames", 1.0)
+    if frames is not None and (frames < 0 or frames != int(frames)):
+        raise DicomError(f"{path}: NumberOfFrames is {frames:g}; it must be a positive whole number")
     if frames is not None and frames > 1:
         raise DicomError(
             f"{path}: multi-frame image ({int(frames)} frames in one file) is not supported; "
@@ -658,6 +671,14 @@ def _check_slice_header(e: _Entry, allow_non_ct: bool) -> None:
     samples = _number(path, ds, "SamplesPerPixel", 1.0)
     if samples != 1:
         raise DicomError(f"{path}: {int(samples)} samples per pixel (colour image); CT must be grayscale")
+    photometric = _text(path, ds, "PhotometricInterpretation")
+    if photometric and photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise DicomError(
+            f"{path}: PhotometricInterpretation is {photometric!r}, not MONOCHROME1/MONOCHROME2; "
+            "the pixel values are not grayscale intensities that rescale to HU"
+        )
+    if "ModalityLUTSequence" not in ds:
+        _rescale_params(path, ds)
 
 
 def _check_same_size(entries: list[_Entry]) -> None:
@@ -796,6 +817,7 @@ def _read_slice(path: Path, rows: int, cols: int) -> np.ndarray:
     ds = _read_file(path, header_only=False, explicit=True)
     if not any(tag in ds for tag in _PIXEL_TAGS):
         raise DicomError(f"{path}: no pixel data (no PixelData element; the file may be truncated)")
+    _check_pixel_length(ds, path, rows, cols)
     arr = _decode(ds, path)
     if arr.shape != (rows, cols):
         raise DicomError(f"{path}: decoded pixel array has shape {arr.shape}, expected ({rows}, {cols})")
@@ -808,6 +830,46 @@ def _read_slice(path: Path, rows: int, cols: int) -> np.ndarray:
             f"(row, column) {first}"
         )
     return hu
+
+
+_NEEDED_TO_DECODE = {
+    0x7FE00010: (
+        "BitsAllocated",
+        "BitsStored",
+        "PixelRepresentation",
+        "PhotometricInterpretation",
+        "SamplesPerPixel",
+    ),
+    0x7FE00008: ("PhotometricInterpretation", "SamplesPerPixel"),
+    0x7FE00009: ("PhotometricInterpretation", "SamplesPerPixel"),
+}
+
+
+def _check_pixel_length(ds: Dataset, path: Path, rows: int, cols: int) -> None:
+    """The header must describe the native pixel data exactly: no missing attribute, no byte too few
+    or too many (pydicom crops excess data with only a warning, which would give a wrong image)."""
+    tag = next(t for t in _PIXEL_TAGS if t in ds)
+    keyword = pydicom.datadict.keyword_for_tag(tag)
+    for needed in _NEEDED_TO_DECODE[tag]:
+        if needed not in ds:
+            raise DicomError(f"{path}: no {needed} in the header; it is needed to decode the {keyword}")
+    value = ds[tag].value
+    if value is None or len(value) == 0:
+        raise DicomError(f"{path}: {keyword} is empty")
+    ts = UID(str(ds.file_meta.get("TransferSyntaxUID", ExplicitVRLittleEndian)))
+    if ds[tag].is_undefined_length or (ts.is_transfer_syntax and ts.is_compressed):
+        return  # encapsulated: the decoder checks the frames
+    bits = {0x7FE00008: 32, 0x7FE00009: 64}.get(tag) or int(_number(path, ds, "BitsAllocated", 0) or 0)
+    frames = max(int(_number(path, ds, "NumberOfFrames", 1.0) or 1), 1)
+    samples = int(_number(path, ds, "SamplesPerPixel", 1.0) or 1)
+    if bits <= 0 or bits % 8:
+        return  # pydicom names the bad BitsAllocated
+    needed = rows * cols * frames * samples * bits // 8
+    if len(value) not in (needed, needed + needed % 2):  # an odd length is padded to even
+        raise DicomError(
+            f"{path}: {keyword} holds {len(value)} bytes but Rows x Columns = {rows} x {cols} at "
+            f"{bits} bits allocated needs {needed}; the header does not match the pixel data"
+        )
 
 
 def _missing_decoder(path: Path, ts: UID, detail: str) -> MissingDependencyError:
@@ -847,6 +909,21 @@ def _decode(ds: Dataset, path: Path) -> np.ndarray:
     return np.asarray(arr)
 
 
+def _rescale_params(path: Path, ds: Dataset) -> tuple[float, float]:
+    """(RescaleSlope, RescaleIntercept), defaults 1 and 0; refused when not finite or a zero slope."""
+    slope = _number(path, ds, "RescaleSlope", 1.0)
+    intercept = _number(path, ds, "RescaleIntercept", 0.0)
+    if not np.isfinite(slope):
+        raise DicomError(f"{path}: RescaleSlope is {slope}; it must be a finite number")
+    if slope == 0:
+        raise DicomError(
+            f"{path}: RescaleSlope is 0, which maps every pixel to the intercept; the header is damaged"
+        )
+    if not np.isfinite(intercept):
+        raise DicomError(f"{path}: RescaleIntercept is {intercept}; it must be a finite number")
+    return slope, intercept
+
+
 def _rescale(arr: np.ndarray, ds: Dataset, path: Path) -> np.ndarray:
     if "ModalityLUTSequence" in ds and len(ds.ModalityLUTSequence):
         try:
@@ -854,8 +931,7 @@ def _rescale(arr: np.ndarray, ds: Dataset, path: Path) -> np.ndarray:
         except Exception as exc:
             raise DicomError(f"{path}: cannot apply the Modality LUT: {exc}") from exc
         return np.asarray(out, dtype=np.float32)
-    slope = _number(path, ds, "RescaleSlope", 1.0)
-    intercept = _number(path, ds, "RescaleIntercept", 0.0)
+    slope, intercept = _rescale_params(path, ds)
     with np.errstate(over="ignore", invalid="ignore"):
         out = arr.astype(np.float64) * slope + intercept
         return out.astype(np.float32)
