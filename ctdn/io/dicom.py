@@ -17,7 +17,13 @@ Reading (:func:`read_dicom`)
       positions either side of each gap). Steps that vary by more than 5 % warn.
     * Pixel values become HU with each slice's own RescaleSlope/RescaleIntercept (defaults 1 and 0
       when absent) or, when present, its Modality LUT (applied by pydicom's ``apply_modality_lut``).
-      The result is float32 and must be finite.
+      The result is float32 and must be finite. Refused before decoding: a zero or non-finite
+      RescaleSlope, a non-finite RescaleIntercept, a Modality LUT whose LUTData does not hold the
+      entries its LUTDescriptor gives, a PhotometricInterpretation other than MONOCHROME1/2 (colour
+      or palette indices are not HU), and uncompressed pixel data longer or shorter than
+      Rows x Columns x BitsAllocated says (pydicom would crop the excess with only a warning).
+      Unused high bits (BitsStored < BitsAllocated) are masked, signed values sign-extended from
+      bit BitsStored - 1, as the standard says.
     * Compressed transfer syntaxes are decoded by pydicom's pixel-data plugins. When no installed
       plugin can decode one, :class:`~ctdn.errors.MissingDependencyError` tells you to
       ``pip install "ctdn[dicom]"``.
@@ -625,8 +631,19 @@ def _load_series(entries: list[_Entry], *, allow_non_ct: bool) -> Volume:
     entries = [entries[i] for i in order]
 
     rows, cols = int(entries[0].ds.Rows), int(entries[0].ds.Columns)
-    hu = np.empty((len(entries), rows, cols), dtype=np.float32)
-    for k, e in enumerate(entries):
+    # the first slice is read (and its pixel data checked against Rows x Columns) before the volume
+    # is allocated: a damaged header must not ask for gigabytes
+    with _about(entries[0].path):
+        first = _read_slice(entries[0].path, rows, cols)
+    try:
+        hu = np.empty((len(entries), rows, cols), dtype=np.float32)
+    except MemoryError as exc:
+        raise DicomError(
+            f"{_series_folder(entries)}: not enough memory for {len(entries)} slice(s) of {rows} x {cols} "
+            f"({len(entries) * rows * cols * 4 / 2**30:.1f} GiB as float32)"
+        ) from exc
+    hu[0] = first
+    for k, e in enumerate(entries[1:], start=1):
         with _about(e.path):
             hu[k] = _read_slice(e.path, rows, cols)
     return Volume(
@@ -677,8 +694,42 @@ def _check_slice_header(e: _Entry, allow_non_ct: bool) -> None:
             f"{path}: PhotometricInterpretation is {photometric!r}, not MONOCHROME1/MONOCHROME2; "
             "the pixel values are not grayscale intensities that rescale to HU"
         )
-    if "ModalityLUTSequence" not in ds:
+    if "ModalityLUTSequence" in ds and len(ds.ModalityLUTSequence):
+        _check_modality_lut(path, ds)
+    else:
         _rescale_params(path, ds)
+
+
+def _check_modality_lut(path: Path, ds: Dataset) -> None:
+    """One LUT item whose LUTData holds the number of entries its LUTDescriptor gives (pydicom reads a
+    longer LUT with only its first entries and fails deep inside on a shorter one)."""
+    seq = ds.ModalityLUTSequence
+    if len(seq) != 1:
+        raise DicomError(f"{path}: ModalityLUTSequence has {len(seq)} items; it must have exactly one")
+    item = seq[0]
+    for keyword in ("LUTDescriptor", "LUTData"):
+        value = item.get(keyword, None)
+        if value is None or (hasattr(value, "__len__") and len(value) == 0):
+            raise DicomError(f"{path}: the Modality LUT has no {keyword}")
+    descriptor = item.LUTDescriptor
+    if isinstance(descriptor, (bytes, str)) or not hasattr(descriptor, "__len__") or len(descriptor) != 3:
+        raise DicomError(f"{path}: LUTDescriptor must be 3 numbers, got {descriptor!r}")
+    entries = int(descriptor[0]) or 65536  # 0 means 2**16
+    bits = int(descriptor[2])
+    data = item.LUTData
+    if isinstance(data, bytes):
+        sizes = {entries * 2, entries * 2 + 1} | ({entries, entries + 1} if bits <= 8 else set())
+        ok = len(data) in sizes
+        held = f"{len(data)} bytes"
+    else:
+        n = len(data) if hasattr(data, "__len__") else 1
+        ok = n == entries
+        held = f"{n} entries"
+    if not ok:
+        raise DicomError(
+            f"{path}: the Modality LUT's LUTData holds {held} but its LUTDescriptor gives {entries} "
+            f"entries of {bits} bits"
+        )
 
 
 def _check_same_size(entries: list[_Entry]) -> None:
