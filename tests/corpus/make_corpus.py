@@ -490,6 +490,15 @@ def odd_values() -> None:
         ("rows_max", "Rows", 0xFFFF),
     ):
         one_case(name, f"{kw} {v} but the pixel data holds {SIZE}x{SIZE}", err(), tweak=setting(**{kw: v}))
+    name = "rows_columns_max_series"
+    folder, _ = series(name, 3, tweak=setting(Rows=0xFFFF, Columns=0xFFFF))
+    _add(
+        name,
+        cat,
+        "3 slices claiming 65535 x 65535 with 16 x 16 pixel data (no 48 GiB allocation)",
+        err("does not match"),
+        path=folder,
+    )
     for name, data_len in (
         ("pixels_empty", 0),
         ("pixels_short", 2 * SIZE * SIZE - 64),
@@ -1159,6 +1168,69 @@ def extreme_hu() -> None:
     )
 
 
+def modality_lut() -> None:
+    cat = "modality LUT"
+    import pydicom
+
+    def lut(descriptor, data, items=1):
+        def tweak(ds, k):
+            del ds.RescaleSlope, ds.RescaleIntercept
+            seq = []
+            for _ in range(items):
+                item = pydicom.Dataset()
+                if descriptor is not None:
+                    item.LUTDescriptor = descriptor
+                if data is not None:
+                    item.add_new(0x00283006, "US", data)
+                item.ModalityLUTType = "HU"
+                seq.append(item)
+            ds.ModalityLUTSequence = seq
+
+        return tweak
+
+    st = _stored(150)
+    table = list(range(0, 8192, 2))  # HU = 2 * stored
+    name = "lut_ok"
+    folder, _ = series(name, stored=st, tweak=lut([4096, 0, 16], table))
+    _add(
+        name,
+        cat,
+        "a valid 4096-entry Modality LUT (HU = 2 x stored)",
+        ok(name, 2.0 * st),
+        path=_single_path(folder),
+    )
+    name = "lut_first_mapped_2000"
+    folder, _ = series(name, stored=st, tweak=lut([4096, 2000, 16], table))
+    clamped = np.take(np.asarray(table, np.float64), np.clip(st - 2000, 0, 4095))
+    _add(
+        name,
+        cat,
+        "LUT whose first mapped value is 2000: lower values clamp to the first entry",
+        ok(name, clamped),
+        path=_single_path(folder),
+    )
+    for name, descriptor, data, match in (
+        ("lut_data_short", [4096, 0, 16], table[:100], "LUTData holds"),
+        ("lut_descriptor_short", [100, 0, 16], table, "LUTData holds"),
+        ("lut_descriptor_zero", [0, 0, 16], table, "LUTData holds"),
+        ("lut_no_descriptor", None, table, "no LUTDescriptor"),
+        ("lut_no_data", [4096, 0, 16], None, "no LUTData"),
+        ("lut_descriptor_two_values", [4096, 0], table, "LUTDescriptor"),
+        ("lut_8_bits_for_16_bit_values", [4096, 0, 8], table, "Modality LUT"),
+    ):
+        folder, _ = series(name, stored=st, tweak=lut(descriptor, data))
+        _add(
+            name,
+            cat,
+            f"Modality LUT with LUTDescriptor {descriptor} and {len(data) if data else 0} entries",
+            err(match),
+            path=_single_path(folder),
+        )
+    name = "lut_two_items"
+    folder, _ = series(name, stored=st, tweak=lut([4096, 0, 16], table, items=2))
+    _add(name, cat, "ModalityLUTSequence with two items", err("exactly one"), path=_single_path(folder))
+
+
 def transfer_syntax() -> None:
     cat = "transfer syntax"
     for name, uid, expect in (
@@ -1208,6 +1280,7 @@ def main() -> None:
         float_pixels,
         extreme_hu,
         transfer_syntax,
+        modality_lut,
     ):
         make()
     for d in ROOT.iterdir():
