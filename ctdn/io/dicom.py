@@ -324,22 +324,14 @@ def _collect_files(path, recursive: bool) -> tuple[str, list[Path], bool]:
             raise DicomError("read_dicom: the list of files is empty")
         files = []
         for p in path:
-            try:
-                f = Path(p).expanduser()
-            except TypeError as exc:
-                raise InputTypeError(f"read_dicom: not a path: {p!r}") from exc
+            f = _as_path(p, f"read_dicom: not a path: {p!r}")
             if not f.exists():
                 raise DicomError(f"{f}: no such file")
             if not f.is_file():
                 raise DicomError(f"{f}: not a file (give folders on their own, not in a list)")
             files.append(f)
         return f"the {len(files)} given file(s)", files, True
-    try:
-        p = Path(path).expanduser()
-    except TypeError as exc:
-        raise InputTypeError(
-            f"read_dicom: expected a folder, a file or a list of files, got {type(path).__name__}"
-        ) from exc
+    p = _as_path(path, f"read_dicom: expected a folder, a file or a list of files, got {type(path).__name__}")
     if not p.exists():
         raise DicomError(f"{p}: no such file or folder")
     if p.is_file():
@@ -360,6 +352,18 @@ def _collect_files(path, recursive: bool) -> tuple[str, list[Path], bool]:
     if not found:
         raise DicomError(f"{p}: the folder is empty: no DICOM files to read")
     return str(p), sorted(found), False
+
+
+def _as_path(p, type_message: str) -> Path:
+    """A user's path argument as a Path; an empty string is refused (``Path("")`` is the current folder)."""
+    if isinstance(p, str) and p == "":
+        raise DicomError("read_dicom: the path is an empty string")
+    try:
+        return Path(p).expanduser()
+    except TypeError as exc:
+        raise InputTypeError(type_message) from exc
+    except RuntimeError as exc:  # "~user" that does not exist
+        raise DicomError(f"{p}: cannot expand '~' in the path: {exc}") from exc
 
 
 def _scan(path, recursive: bool) -> tuple[str, list[_Entry]]:
