@@ -29,7 +29,7 @@ from hypothesis.extra import numpy as hnp
 import ctdn.errors
 from ctdn import Denoiser
 from ctdn.cli import main
-from ctdn.errors import CTDNError, DoseError, InputError, InputTypeError
+from ctdn.errors import CTDNError, DicomError, DoseError, InputError, InputTypeError
 from ctdn.io import read_dicom, write_dicom
 from ctdn.models import build, save_model
 
@@ -153,6 +153,31 @@ def test_corpus_round_trip(case, tmp_path):
     assert _digest(files) == before
 
 
+BAD_PATHS = {
+    "empty_string": ("", DicomError),
+    "empty_string_in_list": (["", "x.dcm"], DicomError),
+    "nul_byte": ("a\0b", DicomError),
+    "unknown_user": ("~no-such-user-ctdn/x", DicomError),
+    "missing": ("/no/such/folder/ctdn", DicomError),
+    "dev_null": ("/dev/null", DicomError),
+    "bytes": (b"/tmp", InputTypeError),
+    "int": (42, InputTypeError),
+    "none": (None, InputTypeError),
+    "dict": ({"path": "x"}, InputTypeError),
+    "empty_list": ([], DicomError),
+    "empty_tuple": ((), DicomError),
+    "none_in_list": ([None], InputTypeError),
+    "folder_in_list": ([str(CORPUS / "dicom" / "be_series")], DicomError),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_PATHS))
+def test_bad_path_arguments(name):
+    arg, kind = BAD_PATHS[name]
+    with pytest.raises(kind):
+        read_dicom(arg)
+
+
 # --- the CLI on a sample of the corpus --------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
@@ -203,6 +228,56 @@ def test_corpus_through_cli(case, tiny_model, tmp_path, capsys):
         lines = err.strip().splitlines()
         assert len(lines) >= 1 and lines[0].startswith("ctdn: error: "), err
         assert not out.exists()
+
+
+CLI_NPY = {
+    "nan": np.full((2, 16, 16), np.nan, np.float32),
+    "inf": np.full((2, 16, 16), np.inf, np.float32),
+    "complex": np.zeros((2, 16, 16), np.complex64),
+    "structured": np.zeros((2, 16, 16), dtype=[("hu", "f4")]),
+    "bool": np.zeros((2, 16, 16), bool),
+    "unicode": np.zeros((2, 16, 16), "U3"),
+    "4d": np.zeros((1, 2, 16, 16), np.float32),
+    "0d": np.array(1.0, np.float32),
+    "1d": np.zeros(16, np.float32),
+    "empty": np.zeros((0, 16, 16), np.float32),
+    "beyond_float32": np.full((1, 16, 16), 1e39),
+    "object": np.zeros((2, 16, 16), object),
+    "truncated": None,
+    "junk": None,
+}
+
+
+@pytest.mark.parametrize("name", list(CLI_NPY))
+def test_cli_bad_npy(name, tiny_model, tmp_path, capsys):
+    src = tmp_path / f"{name}.npy"
+    if name == "truncated":
+        np.save(src, np.zeros((2, 16, 16), np.float32))
+        src.write_bytes(src.read_bytes()[:100])
+    elif name == "junk":
+        src.write_bytes(b"junk" * 10)
+    else:
+        np.save(src, CLI_NPY[name], allow_pickle=name == "object")
+    before = src.read_bytes()
+    out = tmp_path / "out.npy"
+    code = main(["denoise", str(src), str(out), "--dose", "0.5", "--model", str(tiny_model), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("ctdn: error: ") and len(err.strip().splitlines()) == 1, err
+    assert not out.exists() and src.read_bytes() == before
+
+
+@pytest.mark.parametrize("dose", ["0", "-0.5", "1.0001", "2", "nan", "inf", "1e400", "abc", "", "0,5", "1/2"])
+def test_cli_bad_dose(dose, tiny_model, tmp_path, capsys):
+    src = tmp_path / "x.npy"
+    np.save(src, np.zeros((2, 16, 16), np.float32))
+    out = tmp_path / "out.npy"
+    try:
+        code = main(["denoise", str(src), str(out), "--dose", dose, "--model", str(tiny_model), "--quiet"])
+    except SystemExit as exc:  # argparse refuses what is not a number, with its usage line
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2 and "dose" in err and "Traceback" not in err, err
+    assert not out.exists()
 
 
 # --- arrays and doses through the Denoiser ----------------------------------------------------
