@@ -567,15 +567,26 @@ def test_hypothesis_doses(den, dose):
 
 
 @pytest.fixture(scope="module")
-def valid_file(tmp_path_factory) -> tuple[bytes, np.ndarray, int]:
-    folder = tmp_path_factory.mktemp("valid")
+def valid_files(tmp_path_factory) -> dict[str, tuple[bytes, int, str]]:
+    """Valid 16x16 12-bit unsigned slices: {encoding: (file bytes, pixel value offset, numpy dtype)}."""
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    out = {}
     stored = np.random.default_rng(3).integers(0, 4095, (1, 16, 16), endpoint=True)
-    hu = make_ct_series(folder, n=1, rows=16, cols=16, stored=stored, shuffle=False)
-    (path,) = folder.glob("*.dcm")
-    data = path.read_bytes()
-    px = data.rfind(b"\xe0\x7f\x10\x00") + 12
-    assert len(data) - px == 2 * 16 * 16
-    return data, hu, px
+    for name, ts, tag, header, dtype in (
+        ("little", ExplicitVRLittleEndian, b"\xe0\x7f\x10\x00", 12, "<u2"),
+        ("big", ExplicitVRBigEndian, b"\x7f\xe0\x00\x10", 12, ">u2"),
+        ("implicit", ImplicitVRLittleEndian, b"\xe0\x7f\x10\x00", 8, "<u2"),
+    ):
+        folder = tmp_path_factory.mktemp(name)
+        make_ct_series(folder, n=1, rows=16, cols=16, stored=stored, shuffle=False, transfer_syntax=ts)
+        (path,) = folder.glob("*.dcm")
+        data = path.read_bytes()
+        px = data.rfind(tag) + header
+        assert len(data) - px == 2 * 16 * 16
+        assert np.array_equal(np.frombuffer(data[px:], dtype).reshape(stored.shape), stored)
+        out[name] = (data, px, dtype)
+    return out
 
 
 mutations = st.lists(
@@ -586,13 +597,19 @@ mutations = st.lists(
 
 
 @settings(max_examples=N_MUTATIONS, **FUZZ)
-@given(ops=mutations, cut=st.one_of(st.none(), st.integers(0, 10**6)), in_pixels=st.booleans())
-def test_hypothesis_byte_mutations(valid_file, ops, cut, in_pixels):
-    """Random byte edits of a valid file: a CTDNError or a finite volume; edits of pixel bytes alone
-    must read back exactly as the edited bytes say (12 bits stored: the high 4 bits masked)."""
+@given(
+    encoding=st.sampled_from(["little", "big", "implicit"]),
+    ops=mutations,
+    cut=st.one_of(st.none(), st.integers(0, 10**6)),
+    in_pixels=st.booleans(),
+)
+def test_hypothesis_byte_mutations(valid_files, encoding, ops, cut, in_pixels):
+    """Random byte edits of a valid file (little endian, big endian or implicit VR): a CTDNError or a
+    finite volume; edits of pixel bytes alone must read back exactly as the edited bytes say
+    (12 bits stored: the high 4 bits masked)."""
     import tempfile
 
-    data, hu, px = valid_file
+    data, px, dtype = valid_files[encoding]
     buf = bytearray(data)
     if in_pixels:
         for off, value, _ in ops:
@@ -622,6 +639,6 @@ def test_hypothesis_byte_mutations(valid_file, ops, cut, in_pixels):
         else:
             assert vol.hu.dtype == np.float32 and vol.hu.ndim == 3 and np.isfinite(vol.hu).all()
             if in_pixels:
-                stored = np.frombuffer(bytes(buf[px:]), "<u2").reshape(1, 16, 16) & 0x0FFF
+                stored = np.frombuffer(bytes(buf[px:]), dtype).reshape(1, 16, 16) & 0x0FFF
                 np.testing.assert_array_equal(vol.hu, stored.astype(np.float32) - 1024)
         assert path.read_bytes() == bytes(buf), "the input file changed"
