@@ -465,8 +465,7 @@ def _read_file(path: Path, *, header_only: bool, explicit: bool) -> Dataset | No
         raise
     for w in caught:
         _warn(f"{path.name}: {w.message}", w.category)
-    if raw:
-        _set_transfer_syntax(ds)
+    _set_transfer_syntax(ds)  # no preamble, or a file meta without it: the encoding pydicom read
     return ds
 
 
