@@ -30,7 +30,7 @@ import ctdn.errors
 from ctdn import Denoiser
 from ctdn.cli import main
 from ctdn.errors import CTDNError, DicomError, DoseError, InputError, InputTypeError
-from ctdn.io import read_dicom, write_dicom
+from ctdn.io import list_series, read_dicom, write_dicom
 from ctdn.models import build, save_model
 
 CORPUS = Path(__file__).parent / "corpus"
@@ -128,7 +128,26 @@ def test_corpus_case(case):
     except Exception as exc:  # noqa: BLE001 - the point is to see what escapes
         outcome = exc
     _check(case, outcome)
+    src = _sources(case)
+    try:  # list_series reads the same headers: a list of series or a CTDNError, nothing else
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            listed = list_series([str(p) for p in src] if "files" in case else str(src[0]))
+    except CTDNError:
+        pass
+    else:
+        assert all({"uid", "description", "n_files", "modality"} <= set(s) for s in listed)
     assert _digest(files) == before, f"{case['case']}: an input file changed"
+
+
+def test_whole_corpus_recursive():
+    """All cases at once, recursively: one clear refusal (damaged files are never skipped)."""
+    root = CORPUS / "dicom"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for call in (lambda: read_dicom(root, recursive=True), lambda: list_series(root, recursive=True)):
+            with pytest.raises(DicomError):
+                call()
 
 
 OK_CASES = [c for c in CASES if "ok" in c["expect"]]

@@ -29,7 +29,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
@@ -1261,6 +1261,29 @@ def transfer_syntax() -> None:
         _add(name, cat, f"uncompressed pixel data labelled with TransferSyntaxUID {label}", expect, path=path)
 
 
+def file_meta() -> None:
+    cat = "transfer syntax"
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    name = "deflated_series"
+    folder, hu = series(name, 2, stored=_stored(160, 2), transfer_syntax=DeflatedExplicitVRLittleEndian)
+    _add(name, cat, "a valid Deflated Explicit VR Little Endian series", ok(name, hu), path=folder)
+    for name, keep_preamble, ts in (
+        ("no_file_meta", True, ExplicitVRLittleEndian),
+        ("no_file_meta_implicit", True, ImplicitVRLittleEndian),
+        ("no_preamble_no_meta", False, ExplicitVRLittleEndian),
+        ("no_preamble_no_meta_implicit", False, ImplicitVRLittleEndian),
+    ):
+        folder, hu = series(name, stored=_stored(161), transfer_syntax=ts)
+        path = _single_path(folder)
+        data = path.read_bytes()
+        (group_length,) = struct.unpack("<I", data[140:144])
+        body = data[144 + group_length :]
+        path.write_bytes((data[:132] if keep_preamble else b"") + body)
+        what = "'DICM' marker then the data set, no file meta" if keep_preamble else "a bare data set"
+        _add(name, cat, f"{what} ({ts.name}): the encoding is read from the data", ok(name, hu), path=path)
+
+
 def main() -> None:
     shutil.rmtree(ROOT, ignore_errors=True)
     ROOT.mkdir(parents=True)
@@ -1281,6 +1304,7 @@ def main() -> None:
         extreme_hu,
         transfer_syntax,
         modality_lut,
+        file_meta,
     ):
         make()
     for d in ROOT.iterdir():
