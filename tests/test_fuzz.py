@@ -42,6 +42,7 @@ EXPECTED = dict(np.load(CORPUS / "expected.npz"))
 N_ARRAYS = 200
 N_DOSES = 300
 N_MUTATIONS = 600
+N_GEOMETRY = 150
 
 
 def _sources(case: dict) -> list[Path]:
@@ -661,3 +662,70 @@ def test_hypothesis_byte_mutations(valid_files, encoding, ops, cut, in_pixels):
                 stored = np.frombuffer(bytes(buf[px:]), dtype).reshape(1, 16, 16) & 0x0FFF
                 np.testing.assert_array_equal(vol.hu, stored.astype(np.float32) - 1024)
         assert path.read_bytes() == bytes(buf), "the input file changed"
+
+
+@st.composite
+def geometries(draw):
+    n = draw(st.integers(2, 5))
+    start = draw(st.floats(-60, 60))
+    step = draw(st.sampled_from([-2.5, 0.625, 1.25, 5.0]) | st.floats(0.3, 8.0))
+    jitter = draw(st.lists(st.floats(-0.03, 0.03), min_size=n, max_size=n))
+    positions = [start + k * step + j * abs(step) for k, j in enumerate(jitter)]
+    flaw = draw(st.sampled_from(["none", "none", "duplicate", "gap", "random"]))
+    if flaw == "duplicate":
+        i, j = draw(st.integers(0, n - 1)), draw(st.integers(0, n - 1))
+        positions[i] = positions[j]
+    elif flaw == "gap" and n > 2:
+        k = draw(st.integers(1, n - 1))
+        positions = positions[:k] + [p + 3 * step for p in positions[k:]]
+    elif flaw == "random":
+        positions = draw(st.lists(st.floats(-60, 60), min_size=n, max_size=n))
+    positions = [round(float(p), 3) for p in positions]
+    angle = draw(st.sampled_from([0.0, 90.0, 180.0]) | st.floats(-60, 60))
+    axis = draw(st.sampled_from(["x", "y"]))
+    c, s_ = np.cos(np.radians(angle)), np.sin(np.radians(angle))
+    if axis == "x":  # tilt the column direction about x
+        orientation = (1.0, 0.0, 0.0, 0.0, c, s_)
+    else:  # rotate in plane about z
+        orientation = (c, s_, 0.0, -s_, c, 0.0)
+    return positions, tuple(round(float(v), 8) for v in orientation)
+
+
+@settings(max_examples=N_GEOMETRY, **FUZZ)
+@given(geometry=geometries(), seed=st.integers(0, 2**16))
+def test_hypothesis_series_geometry(geometry, seed):
+    """Random slice positions and orientations: slices in ascending position along the normal with
+    the median step as spacing, or a DicomError for duplicate positions or a gap."""
+    import tempfile
+
+    from hypothesis import assume, event
+
+    positions, orientation = geometry
+    steps = np.diff(np.sort(positions))
+    median = float(np.median(steps))
+    # keep clear of the thresholds, where rounding of the written positions decides
+    assume(all(abs(s - 1e-3) > 1e-4 for s in steps))
+    assume(median < 1e-3 or all(abs(s - 1.5 * median) > 1e-3 for s in steps))
+    if steps.min() < 1e-3:
+        expected = "duplicate"
+    elif steps.max() > 1.5 * median:
+        expected = "missing slice"
+    else:
+        expected = None
+    event(f"expected: {expected or 'a volume'}")
+    with tempfile.TemporaryDirectory() as tmp:
+        hu = make_ct_series(
+            tmp, rows=4, cols=4, positions=positions, orientation=orientation, seed=seed, shuffle=True
+        )
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                vol = read_dicom(tmp)
+        except Exception as exc:  # noqa: BLE001
+            assert isinstance(exc, DicomError), f"{type(exc).__name__} escaped: {exc}"
+            assert expected is not None and expected in str(exc), (positions, exc)
+            assert tmp in str(exc), exc
+        else:
+            assert expected is None, (positions, expected)
+            np.testing.assert_array_equal(vol.hu, hu)
+            assert vol.spacing[0] == pytest.approx(median, abs=1e-4)
