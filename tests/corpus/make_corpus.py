@@ -10,7 +10,8 @@ an entry in ``tests/corpus/manifest.json`` saying what is wrong with it and what
   ``tests/corpus/expected.npz``. Those volumes are computed here from the values written and
   the DICOM rules (masking to BitsStored, sign extension, slope/intercept), never by the reader;
 * ``{"error_or_ok": "DicomError", "shape": [...]}`` (random corruption of header bytes): either
-  that error or a finite float32 volume of that shape; anything else is a bug.
+  that error or a finite float32 volume of that shape (equal to the volume under ``hu`` in
+  ``expected.npz`` when that is given); anything else is a bug.
 
 ``path`` is relative to ``tests/corpus``; ``files`` (a list) replaces it where the case is a
 list of files; ``kwargs`` are passed on to ``read_dicom``.
@@ -194,6 +195,7 @@ def corrupted() -> None:
     data = src.read_bytes()
     shutil.rmtree(src.parent)
     px = pixel_offset(data)
+    EXPECTED["corrupt_base"] = hu
     # random bytes over the header (file meta and data set, before the pixel values)
     for seed in range(40):
         rng = np.random.default_rng(seed)
@@ -208,8 +210,8 @@ def corrupted() -> None:
         _add(
             name,
             cat,
-            f"{k} random byte(s) overwritten in the header (seed {seed})",
-            {"error_or_ok": "DicomError", "shape": [1, SIZE, SIZE]},
+            f"{k} random byte(s) overwritten in the header (seed {seed}); if it reads, the same image",
+            {"error_or_ok": "DicomError", "shape": [1, SIZE, SIZE], "hu": "corrupt_base"},
             path=path,
         )
     # random bytes over the pixel values: the image changes, and must be read as the bytes say
