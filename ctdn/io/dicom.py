@@ -618,7 +618,10 @@ def _format_series(summaries: list[dict[str, Any]]) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # Reading: one series
-def _load_series(entries: list[_Entry], *, allow_non_ct: bool) -> Volume:
+def _load_series(entries: list[_Entry], *, allow_non_ct: bool, allocate=None) -> Volume:
+    """Check, sort and read one series. ``allocate(shape)`` gives the float32 array the slices are
+    read into (default ``np.empty``; e.g. a scratch memmap); it is called only after the first slice
+    has been read and its pixel data checked against its header."""
     for e in entries:
         with _about(e.path):
             _check_slice_header(e, allow_non_ct)
@@ -638,8 +641,9 @@ def _load_series(entries: list[_Entry], *, allow_non_ct: bool) -> Volume:
     # is allocated: a damaged header must not ask for gigabytes
     with _about(entries[0].path):
         first = _read_slice(entries[0].path, rows, cols)
+    shape = (len(entries), rows, cols)
     try:
-        hu = np.empty((len(entries), rows, cols), dtype=np.float32)
+        hu = np.empty(shape, dtype=np.float32) if allocate is None else allocate(shape)
     except MemoryError as exc:
         raise DicomError(
             f"{_series_folder(entries)}: not enough memory for {len(entries)} slice(s) of {rows} x {cols} "
