@@ -143,6 +143,26 @@ def test_corpus_case(case):
     assert _digest(files) == before, f"{case['case']}: an input file changed"
 
 
+@pytest.mark.parametrize("case", CASES, ids=[c["case"] for c in CASES])
+def test_corpus_case_mapped(case, tmp_path):
+    """``ctdn denoise`` reads DICOM through ``ctdn.io.stream.read_dicom_mapped``: the same outcome."""
+    stream = pytest.importorskip("ctdn.io.stream")
+    src = _sources(case)
+    arg = [str(p) for p in src] if "files" in case else str(src[0])
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            outcome = stream.read_dicom_mapped(arg, scratch_dir=tmp_path, **case.get("kwargs", {}))
+    except Exception as exc:  # noqa: BLE001
+        assert isinstance(exc, CTDNError), f"{case['case']}: {type(exc).__name__} escaped: {exc}"
+        wanted = case["expect"].get("error") or case["expect"].get("error_or_ok")
+        assert wanted and isinstance(exc, getattr(ctdn.errors, wanted)), f"{case['case']}: {exc}"
+        return
+    assert "error" not in case["expect"], case["case"]
+    if "ok" in case["expect"]:
+        np.testing.assert_array_equal(np.asarray(outcome.hu), EXPECTED[case["expect"]["ok"]])
+
+
 def test_whole_corpus_recursive():
     """All cases at once, recursively: one clear refusal (damaged files are never skipped)."""
     root = CORPUS / "dicom"
