@@ -24,7 +24,7 @@ import numpy as np
 
 from . import __version__
 from ._atomic import atomic_path
-from .errors import CTDNError, DoseError, InputError, MissingDependencyError
+from .errors import CTDNError, DoseError, InputError, InputTypeError, MissingDependencyError
 
 DEMO_DOSES = (0.7, 0.5, 0.25, 0.1)
 
@@ -363,7 +363,7 @@ def cmd_denoise(args: argparse.Namespace) -> int:
     def run(out=None):
         try:
             return den(hu, args.dose, progress=not args.quiet, out=out)
-        except InputError as exc:  # bad values in the input (NaN/inf, empty): name the file
+        except (InputError, InputTypeError) as exc:  # bad values or dtype in the input: name the file
             raise type(exc)(f"{src}: {exc}") from exc
 
     what = f"dose {args.dose:g}, model {model_name}"

@@ -82,21 +82,27 @@ def _volume(volume) -> tuple[np.ndarray, dict]:
 
 
 def _check_finite(arr: np.ndarray, squeeze: bool) -> None:
-    """Raise if ``arr`` (N, H, W) has NaN/inf values as float32: their count and the first index."""
+    """Raise if ``arr`` (N, H, W) has values that are not finite as float32 (NaN, inf, or beyond
+    float32's range in a wider float): their count and the first index."""
     step = max(1, _SCAN_ELEMENTS // (arr.shape[1] * arr.shape[2]))
-    count, first = 0, None
+    wide = arr.dtype.itemsize > 4
+    count, big, first = 0, 0, None
     for i in range(0, arr.shape[0], step):
-        # As float32, as the network sees it: a float64 beyond float32's range is inf.
-        bad = ~np.isfinite(np.asarray(arr[i : i + step], dtype=np.float32))
+        chunk = arr[i : i + step]
+        with np.errstate(over="ignore"):  # out-of-range values are reported below, not warned about
+            bad = ~np.isfinite(np.asarray(chunk, dtype=np.float32))
         n = int(np.count_nonzero(bad))
         if n and first is None:
             first = np.argwhere(bad)[0] + (i, 0, 0)
+        if n and wide:
+            big += int(np.count_nonzero(bad & np.isfinite(chunk)))
         count += n
     if count:
         where = tuple(int(k) for k in (first[1:] if squeeze else first))
-        raise InputError(
-            f"volume has {count} NaN/inf values (first at index {where}); fix or mask them first"
-        )
+        what = "NaN/inf values"
+        if big:
+            what = f"NaN/inf values ({big} of them finite but beyond float32's range, about 3.4e38)"
+        raise InputError(f"volume has {count} {what} (first at index {where}); fix or mask them first")
 
 
 def _check_out(out, shape: tuple[int, ...], dtype: np.dtype, source: np.ndarray) -> np.ndarray:

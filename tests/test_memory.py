@@ -23,7 +23,7 @@ from dicom_factory import make_ct_series
 
 import ctdn.inference as inference
 from ctdn.cli import main
-from ctdn.errors import InputError, InputTypeError
+from ctdn.errors import DicomError, InputError, InputTypeError
 from ctdn.inference import Denoiser
 from ctdn.io import read_dicom
 from ctdn.io.stream import read_dicom_mapped, scratch_array
@@ -123,6 +123,26 @@ def test_cli_dicom_to_npy_streams(model_file, tmp_path, capsys):
     assert out.shape == hu.shape and np.isfinite(out).all()
 
 
+def test_cli_names_the_file_for_a_bad_dtype(model_file, tmp_path, capsys):
+    src = tmp_path / "c.npy"
+    np.save(src, np.zeros((2, 8, 8), np.complex64))
+    code = main(["denoise", str(src), str(tmp_path / "o.npy"), "--dose", "0.1", "--model", str(model_file)])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{src}: volume must hold real numbers" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.npy"]
+
+
+def test_read_dicom_mapped_refuses_a_huge_header_before_allocating(tmp_path, monkeypatch):
+    import ctdn.io.stream as stream
+
+    asked = []
+    monkeypatch.setattr(stream, "scratch_array", lambda *a, **k: asked.append(a))
+    make_ct_series(tmp_path / "s", n=3, rows=8, cols=8, tweak=lambda ds, k: setattr(ds, "Rows", 65535))
+    with pytest.raises(DicomError):
+        read_dicom_mapped(tmp_path / "s", scratch_dir=tmp_path)
+    assert asked == []  # the first slice was read and refused before any scratch file was asked for
+
+
 def test_read_dicom_mapped_is_read_dicom(tmp_path):
     make_ct_series(tmp_path / "s", n=7, rows=24, cols=20, shuffle=True, slope=0.5, intercept=-1000)
     ref = read_dicom(tmp_path / "s")
@@ -162,14 +182,16 @@ def _failing(create):
     return make
 
 
-@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
+@pytest.mark.filterwarnings("error")
 def test_nan_scan_in_chunks_names_the_first(den, monkeypatch):
     monkeypatch.setattr(inference, "_SCAN_ELEMENTS", 3 * 8 * 8)  # 3 slices per chunk
     x = np.zeros((10, 8, 8), np.float64)
     x[7, 1, 2] = np.nan
-    x[4, 5, 6] = 1e300  # inf as float32
+    x[4, 5, 6] = 1e300  # inf as float32: named as out of range, without numpy's cast warning
     x[9, 0, 0] = -np.inf
-    with pytest.raises(InputError, match=r"3 NaN/inf values \(first at index \(4, 5, 6\)\)"):
+    with pytest.raises(InputError, match=r"3 NaN/inf values \(1 of them finite but beyond float32's range"):
+        den(x, 0.1)
+    with pytest.raises(InputError, match=r"first at index \(4, 5, 6\)\)"):
         den(x, 0.1)
     with pytest.raises(InputError, match=r"1 NaN/inf values \(first at index \(1, 2\)\)"):
         den(x[7], 0.1)
