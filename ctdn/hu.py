@@ -22,6 +22,7 @@ __all__ = [
     "hu_to_mu",
     "mu_to_hu",
     "check_hu",
+    "check_hu_lazy",
     "window",
 ]
 
@@ -63,39 +64,72 @@ def window(hu, level: float, width: float):
     return hu_to_01(hu, level - width / 2.0, level + width / 2.0)
 
 
+def _real_array(hu, name: str) -> np.ndarray:
+    """``hu`` as a numpy array of real numbers (a view where possible), or a clear type error."""
+    try:
+        import torch
+
+        if isinstance(hu, torch.Tensor):
+            if hu.device.type == "meta":
+                raise InputError(f"{name}: a tensor on the meta device has no values")
+            t = hu.detach().cpu()
+            if t.is_floating_point() and t.dtype not in (torch.float16, torch.float32, torch.float64):
+                t = t.float()  # bfloat16, float8: numpy has no such dtype
+            hu = t.numpy()
+    except ImportError:  # pragma: no cover - torch is a hard dependency
+        pass
+    if isinstance(hu, np.ma.MaskedArray):
+        raise InputTypeError(
+            f"{name}: a masked array; fill the masked values first (e.g. .filled(-1024)), a mask is not kept"
+        )
+    if not isinstance(hu, np.ndarray):
+        try:
+            hu = np.asarray(hu)
+        except Exception as exc:  # noqa: BLE001 - anything unconvertible is a type problem
+            raise InputTypeError(f"{name}: cannot convert {type(hu).__name__} to an array") from exc
+    # dtype.kind, not issubdtype: numpy files timedelta64 under the integers.
+    if hu.dtype.kind not in "iuf":
+        raise InputTypeError(f"{name}: expected a real-valued array in HU, got dtype {hu.dtype}")
+    return hu
+
+
+def check_hu_lazy(hu, *, name: str = "image", ndim: tuple[int, ...] = (2, 3)) -> np.ndarray:
+    """Validate a user's HU array like :func:`check_hu` without copying or converting it.
+
+    The finiteness check (as float32) reads one leading-axis slice at a time, so a memory-mapped
+    volume is never loaded whole; convert each slice when it is used.
+    """
+    hu = _real_array(hu, name)
+    if hu.ndim not in ndim:
+        want = " or ".join(f"{d}-D" for d in ndim)
+        raise InputError(f"{name}: expected a {want} array in HU, got shape {tuple(hu.shape)}")
+    if hu.size == 0:
+        raise InputError(f"{name}: the array is empty (shape {tuple(hu.shape)})")
+    if hu.dtype.kind == "f":  # integers are finite, also as float32
+        planes = hu.reshape((-1, *hu.shape[-2:])) if hu.ndim > 2 else hu[None]
+        count, first = 0, None
+        for i in range(planes.shape[0]):
+            with np.errstate(over="ignore"):  # beyond float32's range: reported as inf below
+                bad = ~np.isfinite(np.asarray(planes[i], dtype=np.float32))
+            n = int(np.count_nonzero(bad))
+            if n and first is None:
+                first = (i, *np.argwhere(bad)[0]) if hu.ndim > 2 else tuple(np.argwhere(bad)[0])
+            count += n
+        if count:
+            raise InputError(
+                f"{name}: {count} non-finite value(s) (NaN or inf), first at index "
+                f"{tuple(int(i) for i in first)}"
+            )
+    return hu
+
+
 def check_hu(hu, *, name: str = "image", ndim: tuple[int, ...] = (2, 3)) -> np.ndarray:
     """Validate a user's HU array and return it as float32 without touching the original.
 
     Raises a clear :class:`~ctdn.errors.InputError` for the wrong number of dimensions, an empty
     array, or non-finite values, and :class:`~ctdn.errors.InputTypeError` for non-real dtypes.
     """
-    try:
-        import torch
-
-        if isinstance(hu, torch.Tensor):
-            hu = hu.detach().cpu().numpy()
-    except ImportError:  # pragma: no cover - torch is a hard dependency
-        pass
-    if not isinstance(hu, np.ndarray):
-        try:
-            hu = np.asarray(hu)
-        except Exception as exc:  # noqa: BLE001 - anything unconvertible is a type problem
-            raise InputTypeError(f"{name}: cannot convert {type(hu).__name__} to an array") from exc
-    if hu.dtype == bool or not (np.issubdtype(hu.dtype, np.integer) or np.issubdtype(hu.dtype, np.floating)):
-        raise InputTypeError(f"{name}: expected a real-valued array in HU, got dtype {hu.dtype}")
-    if hu.ndim not in ndim:
-        want = " or ".join(f"{d}-D" for d in ndim)
-        raise InputError(f"{name}: expected a {want} array in HU, got shape {tuple(hu.shape)}")
-    if hu.size == 0:
-        raise InputError(f"{name}: the array is empty (shape {tuple(hu.shape)})")
-    out = hu.astype(np.float32, copy=True)
-    bad = ~np.isfinite(out)
-    if bad.any():
-        raise InputError(
-            f"{name}: {int(bad.sum())} non-finite value(s) (NaN or inf), first at index "
-            f"{tuple(int(i) for i in np.argwhere(bad)[0])}"
-        )
-    return out
+    return check_hu_lazy(hu, name=name, ndim=ndim).astype(np.float32, copy=True)
 
 
 def _clip(x, lo, hi):

@@ -235,3 +235,17 @@ def test_bad_out(den, make, err, match):
     with pytest.raises(err, match=match):
         den(x, 0.1, out=make(x))
     np.testing.assert_array_equal(x, before)
+
+
+def test_cli_dicom_to_dicom_streams(model_file, tmp_path, capsys):
+    """write_dicom checks and converts one slice at a time (it held a float32 copy and two masks)."""
+    src = tmp_path / "series"
+    make_ct_series(src, n=N, rows=SIZE, cols=SIZE, shuffle=False)
+    out = tmp_path / "out"
+    argv = ["denoise", str(src), str(out), "--dose", "0.1", "--model", str(model_file), "--quiet"]
+    main([*argv[:2], str(tmp_path / "warm"), *argv[3:]])
+    code, peak = _peak(lambda: main(argv))
+    assert code == 0
+    # Headers in and out (a few KiB per slice each), one slice at a time otherwise.
+    assert peak <= CONSTANT + N * (32 << 10), f"peak {peak / 2**20:.2f} MiB for {OUT_BYTES / 2**20:.0f} MiB"
+    assert read_dicom(tmp_path / "out").hu.shape == (N, SIZE, SIZE)

@@ -70,7 +70,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 from .._version import __version__
 from ..errors import CTDNError, DicomError, InputError, InputTypeError, MissingDependencyError
-from ..hu import check_hu
+from ..hu import check_hu_lazy
 
 try:  # pydicom >= 3
     from pydicom.pixels import apply_modality_lut
@@ -252,7 +252,9 @@ def write_dicom(
     ):
         raise InputTypeError(f"series_number must be an int or None, got {type(series_number).__name__}")
     given_shape = tuple(np.shape(hu)) if hasattr(hu, "shape") else None
-    arr = check_hu(hu, name="hu", ndim=(2, 3))
+    # Checked without a whole-volume float32 copy (a memory-mapped 1000-slice volume stays on disk);
+    # each slice is converted when it is written.
+    arr = check_hu_lazy(hu, name="hu", ndim=(2, 3))
     if arr.ndim == 2:
         arr = arr[None]
     if arr.shape != tuple(like.hu.shape):
@@ -282,7 +284,7 @@ def write_dicom(
             name = f"IM{i:05d}.dcm"
             try:
                 ds, stored, n_clip, what = _derived_slice(
-                    arr[i],
+                    np.asarray(arr[i], dtype=np.float32),
                     like.headers[i],
                     index=i,
                     series_uid=new_series,
