@@ -57,8 +57,17 @@ def _volume(volume) -> tuple[np.ndarray, dict]:
         info["torch"] = volume.device
         if volume.is_complex() or volume.dtype == torch.bool:
             raise InputTypeError(f"volume must hold real HU values, got a {volume.dtype} tensor")
+        if volume.device.type == "meta":
+            raise InputError("volume is a tensor on the meta device: it has no values")
         t = volume.detach().cpu()
-        arr = (t.float() if t.dtype == torch.bfloat16 else t).numpy()  # numpy has no bfloat16
+        if t.is_floating_point() and t.dtype not in (torch.float16, torch.float32, torch.float64):
+            t = t.float()  # bfloat16, float8: numpy has no such dtype
+        arr = t.numpy()
+    elif isinstance(volume, np.ma.MaskedArray):
+        raise InputTypeError(
+            "volume is a masked array: fill the masked values first (e.g. volume.filled(-1024)); "
+            "ctdn would silently drop the mask"
+        )
     elif isinstance(volume, np.ndarray):
         arr = volume
     else:
@@ -66,9 +75,7 @@ def _volume(volume) -> tuple[np.ndarray, dict]:
             f"volume must be a numpy array or a torch tensor in HU, got {type(volume).__name__}"
         )
     info["dtype"] = arr.dtype
-    if arr.dtype == bool or not (
-        np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)
-    ):
+    if arr.dtype.kind not in "iuf":  # kind, not issubdtype: numpy files timedelta64 under integers
         raise InputTypeError(f"volume must hold real numbers (HU), got dtype {arr.dtype}")
     if arr.ndim not in (2, 3):
         raise InputError(f"volume must be 2-D (H, W) or 3-D (N, H, W), got shape {arr.shape}")
@@ -121,9 +128,14 @@ def _check_out(out, shape: tuple[int, ...], dtype: np.dtype, source: np.ndarray)
 
 def _doses(dose, n: int) -> np.ndarray:
     if isinstance(dose, torch.Tensor):
-        dose = dose.detach().cpu().numpy()
+        t = dose.detach().cpu()
+        dose = (t.double() if t.is_floating_point() else t).numpy()  # bfloat16 has no numpy dtype
+    # Numbers only: np.asarray would take "0.5", b"0.5" and True (as 1.0) for doses.
+    raw = np.asarray(dose) if not isinstance(dose, (str, bytes)) else None
+    if raw is None or raw.dtype.kind not in "iuf":
+        raise DoseError(f"dose must be a number or one number per slice, got {dose!r}")
     try:
-        d = np.asarray(dose, dtype=np.float64)
+        d = np.asarray(raw, dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise DoseError(f"dose must be a number or one number per slice, got {dose!r}") from exc
     if d.ndim > 1 or (d.ndim == 1 and d.size not in (1, n)):

@@ -207,3 +207,30 @@ def test_caller_model_is_not_moved_or_changed(model):
     Denoiser(model, backend="torch")(_ct((16, 16)), 0.1)
     for k, v in model.state_dict().items():
         torch.testing.assert_close(v, before[k])
+
+
+@pytest.mark.parametrize(
+    ("volume", "dose", "err", "match"),
+    [
+        (np.zeros((2, 16, 16), np.float32), "0.5", DoseError, "must be a number"),
+        (np.zeros((2, 16, 16), np.float32), b"0.5", DoseError, "must be a number"),
+        (np.zeros((2, 16, 16), np.float32), True, DoseError, "must be a number"),
+        (np.zeros((2, 16, 16), np.float32), np.array([True, False]), DoseError, "must be a number"),
+        (np.zeros((2, 16, 16), "timedelta64[s]"), 0.5, InputTypeError, "timedelta64"),
+        (np.ma.masked_array(np.zeros((2, 16, 16), np.float32)), 0.5, InputTypeError, "masked array"),
+        (torch.zeros(2, 16, 16, device="meta"), 0.5, InputError, "meta device"),
+    ],
+    ids=["str dose", "bytes dose", "bool dose", "bool array dose", "timedelta", "masked", "meta tensor"],
+)
+def test_values_that_only_look_like_numbers_are_refused(den, volume, dose, err, match):
+    """Found by tests/test_fuzz.py's cases: numpy would take each of these silently."""
+    with pytest.raises(err, match=match):
+        den(volume, dose)
+
+
+def test_dtypes_numpy_lacks_are_converted(den):
+    x = torch.zeros(2, 16, 16)
+    ref = den(x, 0.5)
+    torch.testing.assert_close(den(x, torch.tensor(0.5, dtype=torch.bfloat16)), ref)
+    got = den(x.to(torch.float8_e4m3fn), 0.5)
+    assert got.dtype == torch.float32 and torch.equal(got, ref)
