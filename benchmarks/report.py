@@ -30,6 +30,10 @@ COLUMNS = [  # extra_info key, header, format
     ("peak_rss_growth_mb", "peak RSS +MB", "{:.0f}"),
     ("cuda_max_allocated_mb", "CUDA max MB", "{:.0f}"),
     ("achieved_gbs", "GB/s", "{:.0f}"),
+    ("slices", "slices", "{:d}"),
+    ("output_mib", "output MiB", "{:.0f}"),
+    ("peak_rss_anon_mib", "peak RssAnon MiB", "{:.0f}"),
+    ("extra_over_output_mib", "extra - output MiB", "{:+.0f}"),
 ]
 
 
