@@ -2,8 +2,8 @@
 CUDA execution provider.
 
 On the project's 2-core CPUs it is slower than the torch backend, which runs channels_last through
-oneDNN (edge per 512x512 slice: 54 vs 50 ms on AMD EPYC, 71 vs 45 ms on a Xeon; paper: 726 vs 509
-ms), so ``auto`` ranks it below torch; it is here for machines without torch's fast paths and as
+oneDNN (edge per 512x512 slice: 54-63 vs 50 ms on AMD EPYC, 71 vs 45 ms on a Xeon; paper: 726-765
+vs 489-509 ms), so ``auto`` ranks it below torch; it is here for machines without torch's fast paths and as
 the reference for TensorRT's ONNX input (docs/deployment.md).
 """
 

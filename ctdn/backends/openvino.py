@@ -11,10 +11,10 @@ from ..errors import InputError
 from .onnxruntime import export_bytes
 
 NAME = "openvino"
-# fp32 on the 2-core CPUs (benchmarks/test_bench_denoise.py), edge per slice: AMD EPYC openvino 76 ms,
-# torch 50, onnxruntime 54; Xeon 64 / 45 / 71. Below torch for auto (docs/deployment.md).
+# fp32 on the 2-core CPUs (benchmarks/test_bench_denoise.py), edge per slice: AMD EPYC openvino 75 ms,
+# torch 50, onnxruntime 54-63; Xeon 64 / 45 / 71. Below torch for auto (docs/deployment.md).
 PRIORITY = {"cpu": 8}
-# bf16 (AVX512-BF16 or AMX): edge 57 ms on AMD EPYC (34 on the Xeon), up to ~3 HU from fp32: opt-in.
+# bf16 (AVX512-BF16 or AMX): edge 57-78 ms on AMD EPYC (34 on the Xeon), up to ~3 HU from fp32: opt-in.
 PRECISIONS = ("fp32", "bf16")
 
 
