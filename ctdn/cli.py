@@ -340,8 +340,8 @@ def cmd_denoise(args: argparse.Namespace) -> int:
     # Memory: a .npy input is memory-mapped and a DICOM series is decoded slice by slice into a
     # scratch memmap next to the output, so neither is held in memory whole; a .npy output is a
     # memmap in atomic_path's temporary file, filled batch by batch (complete or absent), and a
-    # DICOM output is denoised into a scratch memmap before write_dicom (which makes one float32
-    # copy while checking it). NIfTI is read and written whole. See docs/robustness.md (memory).
+    # DICOM output is denoised into a scratch memmap before write_dicom (which checks and converts
+    # one slice at a time). NIfTI is read and written whole. See docs/robustness.md (memory).
     scratch = dst.parent if dst.parent.is_dir() else None
     like = like_img = affine = None
     if src_kind == "npy":

@@ -183,7 +183,8 @@ def read_dicom(
         return _read_dicom(path, series_uid, recursive, allow_non_ct)
 
 
-def _read_dicom(path, series_uid, recursive: bool, allow_non_ct: bool) -> Volume:
+def _read_dicom(path, series_uid, recursive: bool, allow_non_ct: bool, allocate=None) -> Volume:
+    """read_dicom's body; ``allocate(shape)``: where the HU volume goes (``ctdn.io.stream``)."""
     source, entries = _scan(path, recursive)
     groups = _group(entries)
     if series_uid is None:
@@ -200,7 +201,7 @@ def _read_dicom(path, series_uid, recursive: bool, allow_non_ct: bool) -> Volume
                 f"series {key!r} is not in {source}; it holds:\n{_format_series(_summaries(groups))}"
             )
         chosen = groups[key]
-    return _load_series(chosen, allow_non_ct=allow_non_ct)
+    return _load_series(chosen, allow_non_ct=allow_non_ct, allocate=allocate)
 
 
 def list_series(path: PathLike | Sequence[PathLike], *, recursive: bool = False) -> list[dict[str, Any]]:

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..errors import DicomError, InputError
+from ..errors import InputError
 from . import dicom as _dicom
 from .dicom import Volume
 
@@ -56,26 +56,8 @@ def read_dicom_mapped(
     The arguments and errors are ``read_dicom``'s; ``scratch_dir`` is the folder of the scratch
     file (it needs 4 bytes per voxel of free space).
     """
+    def allocate(shape):
+        return scratch_array(shape, np.float32, scratch_dir)
+
     with _dicom._about(_dicom._describe(path)):
-        source, entries = _dicom._scan(path, recursive)
-        groups = _dicom._group(entries)
-        if series_uid is None:
-            if len(groups) > 1:
-                raise DicomError(
-                    f"{source} holds {len(groups)} image series; choose one with "
-                    f"read_dicom(..., series_uid=...):\n{_dicom._format_series(_dicom._summaries(groups))}"
-                )
-            (chosen,) = groups.values()
-        else:
-            key = str(series_uid).strip()
-            if key not in groups:
-                raise DicomError(
-                    f"series {key!r} is not in {source}; it holds:\n"
-                    f"{_dicom._format_series(_dicom._summaries(groups))}"
-                )
-            chosen = groups[key]
-
-        def allocate(shape):
-            return scratch_array(shape, np.float32, scratch_dir)
-
-        return _dicom._load_series(chosen, allow_non_ct=allow_non_ct, allocate=allocate)
+        return _dicom._read_dicom(path, series_uid, recursive, allow_non_ct, allocate=allocate)
