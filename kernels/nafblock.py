@@ -75,6 +75,15 @@ def _film(x, rows_ptr, offs_c, C):
 
 
 @triton.jit
+def _input_tile(x_ptr, film_ptr, n, offs_c, offs_p, C, HW, HAS_FILM: tl.constexpr):
+    """Image n's [CP, BLOCK_P] fp32 tile of the block input, the dose FiLM applied when there is one."""
+    x = _load_tile(x_ptr, n * C * HW, offs_c, offs_p, C, HW)
+    if HAS_FILM:
+        x = _film(x, film_ptr + n * 2 * C, offs_c, C)
+    return x
+
+
+@triton.jit
 def _layernorm(x, w, b, cmask, C, eps):
     """LayerNorm over axis 0 (channels) of an fp32 [CP, P] tile whose padded rows are zero."""
     mean = tl.sum(x, axis=0) / C
@@ -112,9 +121,7 @@ def _film_ln_expand(
     offs_p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
     offs_c = tl.arange(0, CP)
     cmask = offs_c < C
-    x = _load_tile(x_ptr, n * C * HW, offs_c, offs_p, C, HW)
-    if HAS_FILM:
-        x = _film(x, film_ptr + n * 2 * C, offs_c, C)
+    x = _input_tile(x_ptr, film_ptr, n, offs_c, offs_p, C, HW, HAS_FILM)
     xn = _layernorm(x, _vec(lnw_ptr, offs_c, C), _vec(lnb_ptr, offs_c, C), cmask, C, eps)
     DT = t_ptr.dtype.element_ty
     smask = cmask[:, None] & (offs_p[None, :] < HW)
@@ -173,9 +180,7 @@ def _attn_proj_ffn(
     offs_c = tl.arange(0, CP)
     cmask = offs_c < C
     DT = out_ptr.dtype.element_ty
-    x = _load_tile(x_ptr, n * C * HW, offs_c, offs_p, C, HW)
-    if HAS_FILM:
-        x = _film(x, film_ptr + n * 2 * C, offs_c, C)
+    x = _input_tile(x_ptr, film_ptr, n, offs_c, offs_p, C, HW, HAS_FILM)
     g = _load_tile(g_ptr, n * C * HW, offs_c, offs_p, C, HW) * _vec(att_ptr + n * C, offs_c, C)[:, None]
     y = _matmul(w3_ptr, 0, offs_c, C, C, g, DT, IEEE) + _vec(b3_ptr, offs_c, C)[:, None]
     x = x + y * _vec(beta_ptr, offs_c, C)[:, None]
