@@ -19,7 +19,15 @@ from pydicom.uid import (
     generate_uid,
 )
 
-__all__ = ["make_ct_series", "one_file", "stored_range", "PATIENT", "CT_IMAGE_STORAGE", "MR_IMAGE_STORAGE"]
+__all__ = [
+    "disc_volume",
+    "make_ct_series",
+    "one_file",
+    "stored_range",
+    "PATIENT",
+    "CT_IMAGE_STORAGE",
+    "MR_IMAGE_STORAGE",
+]
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
@@ -217,3 +225,12 @@ def one_file(folder, **kwargs) -> Path:
     make_ct_series(folder, n=1, **kwargs)
     (path,) = sorted(Path(folder).glob("*.dcm"))
     return path
+
+
+def disc_volume(n: int, size: int, seed: int = 0) -> np.ndarray:
+    """(n, size, size) float32 HU: a noisy soft-tissue disc (40 HU) in noisy air, noise std 30 HU."""
+    c = np.arange(size) - (size - 1) / 2
+    r = np.hypot(*np.meshgrid(c, c))
+    base = np.where(r < 0.4 * size, 40.0, -1000.0)
+    noise = np.random.default_rng(seed).normal(0, 30.0, size=(n, size, size))
+    return (base + noise).astype(np.float32)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from dicom_factory import make_ct_series
+from dicom_factory import disc_volume, make_ct_series
 
 from ctdn.cli import main
 from ctdn.io import read_dicom
@@ -29,12 +29,7 @@ def _hashes(folder: Path) -> dict[str, str]:
 
 
 def _body(n: int = N, size: int = SIZE, seed: int = 0) -> np.ndarray:
-    """(n, size, size) HU: a noisy soft-tissue disc in noisy air."""
-    c = np.arange(size) - (size - 1) / 2
-    r = np.hypot(*np.meshgrid(c, c))
-    base = np.where(r < 0.4 * size, 40.0, -1000.0)
-    noise = np.random.default_rng(seed).normal(0, 30.0, size=(n, size, size))
-    return (base + noise).astype(np.float32)
+    return disc_volume(n, size, seed)
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from dicom_factory import make_ct_series
+from dicom_factory import disc_volume, make_ct_series
 
 import ctdn.inference as inference
 from ctdn.cli import main
@@ -35,11 +35,7 @@ CONSTANT = 2 << 20  # 2 MiB: one batch of temporaries (~1 MiB at batch 1) and th
 
 
 def _body(n: int = N, size: int = SIZE, seed: int = 0) -> np.ndarray:
-    c = np.arange(size) - (size - 1) / 2
-    r = np.hypot(*np.meshgrid(c, c))
-    base = np.where(r < 0.4 * size, 40.0, -1000.0)
-    noise = np.random.default_rng(seed).normal(0, 30.0, size=(n, size, size))
-    return (base + noise).astype(np.float32)
+    return disc_volume(n, size, seed)
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from dicom_factory import make_ct_series
+from dicom_factory import disc_volume, make_ct_series
 
 from ctdn import backends
 from ctdn.cli import main
@@ -37,11 +37,8 @@ def _hashes(root: Path) -> dict[str, str]:
     return out
 
 
-def _volume(n=N, size=SIZE, seed=0) -> np.ndarray:
-    c = np.arange(size) - (size - 1) / 2
-    r = np.hypot(*np.meshgrid(c, c))
-    base = np.where(r < 0.4 * size, 40.0, -1000.0)
-    return (base + np.random.default_rng(seed).normal(0, 30.0, (n, size, size))).astype(np.float32)
+def _volume(n: int = N, size: int = SIZE, seed: int = 0) -> np.ndarray:
+    return disc_volume(n, size, seed)
 
 
 @pytest.fixture(scope="module")
