@@ -682,9 +682,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _attach_negative_doses(argv: list[str]) -> list[str]:
+    """``--dose -inf`` -> ``--dose=-inf``: argparse takes a value starting with "-" that is not a plain
+    negative number for an option ("expected one argument"); attached, the dose gets ctdn's message."""
+    out, i = [], 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--dose" and i + 1 < len(argv) and argv[i + 1].startswith("-") and argv[i + 1][1:2] != "-":
+            out.append(f"--dose={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(a)
+            i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_attach_negative_doses(sys.argv[1:] if argv is None else argv))
     try:
         return args.func(args)
     except CTDNError as exc:

@@ -308,7 +308,11 @@ def test_cli_bad_npy(name, tiny_model, tmp_path, capsys):
     assert not out.exists() and src.read_bytes() == before
 
 
-@pytest.mark.parametrize("dose", ["0", "-0.5", "1.0001", "2", "nan", "inf", "1e400", "abc", "", "0,5", "1/2"])
+CLI_DOSES = ["0", "-0.5", "1.0001", "2", "nan", "inf", "1e400", "abc", "", "0,5", "1/2"]
+CLI_DOSES += ["-inf", "-nan", "-1e-3"]  # read by argparse as options unless attached to --dose
+
+
+@pytest.mark.parametrize("dose", CLI_DOSES)
 def test_cli_bad_dose(dose, tiny_model, tmp_path, capsys):
     src = tmp_path / "x.npy"
     np.save(src, np.zeros((2, 16, 16), np.float32))
@@ -319,6 +323,8 @@ def test_cli_bad_dose(dose, tiny_model, tmp_path, capsys):
         code = exc.code
     err = capsys.readouterr().err
     assert code == 2 and "dose" in err and "Traceback" not in err, err
+    if dose.startswith("-"):  # attached to --dose, not read as an option: ctdn's own message
+        assert err.startswith("ctdn: error: --dose is the fraction of a routine full dose"), err
     assert not out.exists()
 
 
