@@ -23,6 +23,7 @@ __all__ = [
     "mu_to_hu",
     "check_hu",
     "check_hu_lazy",
+    "tensor_to_numpy",
     "window",
 ]
 
@@ -64,20 +65,25 @@ def window(hu, level: float, width: float):
     return hu_to_01(hu, level - width / 2.0, level + width / 2.0)
 
 
+def tensor_to_numpy(t, name: str) -> np.ndarray:
+    """A torch tensor's values as numpy (a view of a CPU tensor where possible); bfloat16 and float8,
+    which numpy lacks, as float32; a meta tensor (no values) is an InputError."""
+    import torch
+
+    if t.device.type == "meta":
+        raise InputError(f"{name} is a tensor on the meta device: it has no values")
+    t = t.detach().cpu()
+    if t.is_floating_point() and t.dtype not in (torch.float16, torch.float32, torch.float64):
+        t = t.float()
+    return t.numpy()
+
+
 def _real_array(hu, name: str) -> np.ndarray:
     """``hu`` as a numpy array of real numbers (a view where possible), or a clear type error."""
-    try:
-        import torch
+    import torch
 
-        if isinstance(hu, torch.Tensor):
-            if hu.device.type == "meta":
-                raise InputError(f"{name}: a tensor on the meta device has no values")
-            t = hu.detach().cpu()
-            if t.is_floating_point() and t.dtype not in (torch.float16, torch.float32, torch.float64):
-                t = t.float()  # bfloat16, float8: numpy has no such dtype
-            hu = t.numpy()
-    except ImportError:  # pragma: no cover - torch is a hard dependency
-        pass
+    if isinstance(hu, torch.Tensor):
+        hu = tensor_to_numpy(hu, name)
     if isinstance(hu, np.ma.MaskedArray):
         raise InputTypeError(
             f"{name}: a masked array; fill the masked values first (e.g. .filled(-1024)), a mask is not kept"

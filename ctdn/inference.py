@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from . import backends
 from .errors import DoseError, InputError, InputTypeError
-from .hu import hu_to_unit, unit_to_hu
+from .hu import hu_to_unit, tensor_to_numpy, unit_to_hu
 from .models import CTDenoiser, load_model
 
 __all__ = ["Denoiser", "denoise", "passthrough_weight", "SEAM_HIGH_HU", "SEAM_LOW_HU"]
@@ -57,12 +57,7 @@ def _volume(volume) -> tuple[np.ndarray, dict]:
         info["torch"] = volume.device
         if volume.is_complex() or volume.dtype == torch.bool:
             raise InputTypeError(f"volume must hold real HU values, got a {volume.dtype} tensor")
-        if volume.device.type == "meta":
-            raise InputError("volume is a tensor on the meta device: it has no values")
-        t = volume.detach().cpu()
-        if t.is_floating_point() and t.dtype not in (torch.float16, torch.float32, torch.float64):
-            t = t.float()  # bfloat16, float8: numpy has no such dtype
-        arr = t.numpy()
+        arr = tensor_to_numpy(volume, "volume")
     elif isinstance(volume, np.ma.MaskedArray):
         raise InputTypeError(
             "volume is a masked array: fill the masked values first (e.g. volume.filled(-1024)); "
