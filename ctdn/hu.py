@@ -25,6 +25,9 @@ __all__ = [
     "check_hu_lazy",
     "tensor_to_numpy",
     "window",
+    "TISSUES",
+    "TISSUE_EDGES",
+    "tissue_classes",
 ]
 
 HU_MIN = -1000.0
@@ -32,6 +35,12 @@ HU_MAX = 1000.0
 HU_AIR = -1000.0
 # Linear attenuation of water at an effective energy of ~70 keV, in 1/mm (the seed's value).
 MU_WATER = 0.019
+
+# Tissue classes by HU (the phantoms' labels use the same ids and edges): air < -950 <= lung < -400
+# <= fat < -30 <= soft tissue < 300 <= bone. Used by the anatomy prior's loss weighting and the per-tissue
+# metrics, so they work on real scans that have no labels.
+TISSUES = {0: "air", 1: "lung", 2: "fat", 3: "soft_tissue", 4: "bone"}
+TISSUE_EDGES = (-950.0, -400.0, -30.0, 300.0)
 
 
 def hu_to_unit(hu, lo: float = HU_MIN, hi: float = HU_MAX):
@@ -63,6 +72,17 @@ def mu_to_hu(mu, mu_water: float = MU_WATER):
 def window(hu, level: float, width: float):
     """Display window (level, width) -> [0, 1]; e.g. soft tissue is (40, 400)."""
     return hu_to_01(hu, level - width / 2.0, level + width / 2.0)
+
+
+def tissue_classes(hu):
+    """Tissue class per pixel (0 air, 1 lung, 2 fat, 3 soft tissue, 4 bone) from HU thresholds.
+
+    numpy in -> uint8 numpy out; a torch tensor in -> an int64 tensor on its device.
+    """
+    if hasattr(hu, "bucketize"):  # torch, without importing it here
+        edges = hu.new_tensor(TISSUE_EDGES)
+        return hu.contiguous().bucketize(edges, right=True)
+    return np.digitize(np.asarray(hu), TISSUE_EDGES).astype(np.uint8)
 
 
 def tensor_to_numpy(t, name: str) -> np.ndarray:

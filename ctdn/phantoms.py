@@ -56,6 +56,7 @@ import numpy as np
 from scipy import ndimage
 
 from .errors import InputError
+from .hu import TISSUE_EDGES, TISSUES
 
 __all__ = ["KINDS", "TISSUES", "FOV_MM", "VERSION", "Lesion", "Phantom", "generate", "phantom", "cylinder"]
 
@@ -63,7 +64,6 @@ __all__ = ["KINDS", "TISSUES", "FOV_MM", "VERSION", "Lesion", "Phantom", "genera
 VERSION = 2
 
 KINDS = ("thorax", "abdomen", "head")
-TISSUES = {0: "air", 1: "lung", 2: "fat", 3: "soft_tissue", 4: "bone"}
 AIR, LUNG, FAT, SOFT, BONE = 0, 1, 2, 3, 4
 FOV_MM = {"thorax": 360.0, "abdomen": 360.0, "head": 250.0}
 
@@ -1002,7 +1002,7 @@ def phantom(kind: str, *, seed: int = 0, size: int = 512) -> np.ndarray:
 
 def _label_for(hu: float) -> int:
     """Tissue label of a material of this HU (air, lung, fat, soft tissue, bone)."""
-    for label, upper in ((AIR, -950.0), (LUNG, -400.0), (FAT, -30.0), (SOFT, 300.0)):
+    for label, upper in zip((AIR, LUNG, FAT, SOFT), TISSUE_EDGES, strict=True):
         if hu < upper:
             return label
     return BONE

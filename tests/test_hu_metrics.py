@@ -89,3 +89,31 @@ def test_atomic_path_leaves_old_content_on_failure(tmp_path):
     with atomic_path(target) as tmp:
         tmp.write_bytes(b"new")
     assert target.read_bytes() == b"new" and len(list(tmp_path.iterdir())) == 1
+
+
+def test_tissue_classes_thresholds_numpy_and_torch_agree():
+    import torch
+
+    from ctdn.hu import TISSUE_EDGES, TISSUES, tissue_classes
+
+    hu = np.array([-1000, -950.5, -950, -401, -400, -31, -30, 0, 299.9, 300, 3000], dtype=np.float32)
+    want = [0, 0, 1, 1, 2, 2, 3, 3, 3, 4, 4]
+    assert tissue_classes(hu).tolist() == want
+    assert tissue_classes(torch.from_numpy(hu)).tolist() == want
+    assert len(TISSUE_EDGES) == len(TISSUES) - 1
+
+
+def test_tissue_classes_match_phantom_labels_in_the_interior():
+    from scipy import ndimage
+
+    from ctdn import phantoms
+    from ctdn.hu import tissue_classes
+
+    ph = phantoms.generate("abdomen", size=256, seed=3)
+    cls = tissue_classes(ph.hu)
+    # Away from partial-volume edges and lesions, the HU classes are the phantom's own labels.
+    inner = np.zeros_like(cls, dtype=bool)
+    for t in range(5):
+        inner |= ndimage.binary_erosion(ph.labels == t, np.ones((5, 5), bool))
+    agree = (cls == ph.labels)[inner].mean()
+    assert agree > 0.99, agree
