@@ -79,9 +79,10 @@ def tissue_classes(hu):
 
     numpy in -> uint8 numpy out; a torch tensor in -> an int64 tensor on its device.
     """
-    if hasattr(hu, "bucketize"):  # torch, without importing it here
-        edges = hu.new_tensor(TISSUE_EDGES)
-        return hu.contiguous().bucketize(edges, right=True)
+    if type(hu).__module__.startswith("torch"):  # a tensor, without importing torch here
+        import torch
+
+        return torch.bucketize(hu.contiguous(), hu.new_tensor(TISSUE_EDGES), right=True)
     return np.digitize(np.asarray(hu), TISSUE_EDGES).astype(np.uint8)
 
 

@@ -51,14 +51,14 @@ def fuse(model: nn.Module) -> nn.Module:
 
     def swap(parent: nn.Module) -> None:
         for name, child in parent.named_children():
-            if isinstance(child, CondBlock):
+            if isinstance(child, CondBlock) and isinstance(child.block, NAFBlock):
                 setattr(parent, name, FusedNAFBlock(child.block, child.film))
             elif isinstance(child, NAFBlock):
                 setattr(parent, name, FusedNAFBlock(child))
             else:
                 swap(child)
 
-    if isinstance(out, (CondBlock, NAFBlock)):
+    if isinstance(out, NAFBlock) or (isinstance(out, CondBlock) and isinstance(out.block, NAFBlock)):
         return FusedNAFBlock(out.block, out.film) if isinstance(out, CondBlock) else FusedNAFBlock(out)
     swap(out)
     return out

@@ -99,7 +99,8 @@ def test_tissue_classes_thresholds_numpy_and_torch_agree():
     hu = np.array([-1000, -950.5, -950, -401, -400, -31, -30, 0, 299.9, 300, 3000], dtype=np.float32)
     want = [0, 0, 1, 1, 2, 2, 3, 3, 3, 4, 4]
     assert tissue_classes(hu).tolist() == want
-    assert tissue_classes(torch.from_numpy(hu)).tolist() == want
+    got = tissue_classes(torch.from_numpy(hu))
+    assert isinstance(got, torch.Tensor) and got.dtype == torch.int64 and got.tolist() == want
     assert len(TISSUE_EDGES) == len(TISSUES) - 1
 
 

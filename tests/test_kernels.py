@@ -168,3 +168,16 @@ def test_without_triton_fuse_says_how_to_install(monkeypatch):
 def test_importing_ctdn_kernels_does_not_import_triton():
     code = "import sys, ctdn, ctdn.kernels; assert 'triton' not in sys.modules, 'triton imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_fuse_leaves_other_encoders_blocks_alone():
+    from ctdn.kernels.nafblock import FusedNAFBlock
+
+    from ctdn.models import ResBlock
+
+    model = build("study-resnet").eval()
+    fused = kernels.fuse(model)
+    assert not any(isinstance(m, FusedNAFBlock) for m in fused.modules())
+    assert sum(isinstance(m, ResBlock) for m in fused.modules()) == sum(
+        isinstance(m, ResBlock) for m in model.modules()
+    ) > 0

@@ -9,15 +9,23 @@ from ..errors import InputError, InputTypeError
 
 __all__ = ["ModelConfig", "PRESETS", "preset"]
 
-_DOWN = ("conv3", "conv2")
+ARCHS = ("nafnet", "resnet", "conv")
+_DOWN = ("conv3", "conv2", "maxpool")
 _UP = ("tconv3", "tconv2")
 _FILM = ("mid", "all")
 _OUT = ("tanh", "clamp")
+_MERGE = ("add", "concat")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Shape of a NAFNet encoder/decoder pair.
+    """Shape of an encoder/decoder pair: one skeleton, the block type set by ``arch``.
+
+    - ``arch``: the block every level is built from: ``"nafnet"`` (NAFBlock, no activation
+      between convs), ``"resnet"`` (ResNet basic blocks) or ``"conv"`` (conv3x3 + ReLU: the seed's
+      baseline autoencoder, and U-Net with ``skips`` at every level and ``merge="concat"``). With
+      ``resnet`` and ``conv`` the head, downsampling, upsampling and merge convs are followed by
+      a ReLU.
 
     Level 0 is the input resolution (divided by ``shuffle`` when the input is pixel-unshuffled
     first); each further level halves it through a stride-2 conv. ``widths[l]`` is the channel
@@ -26,9 +34,11 @@ class ModelConfig:
     - ``enc_blocks[l]`` / ``dec_blocks[l]``: NAFBlocks at level ``l`` above the bottleneck, in the
       encoder (before its downsampling) and in the decoder (after the upsampling and skip).
     - ``mid_blocks`` / ``dec_mid_blocks``: NAFBlocks at the bottleneck in the encoder / decoder.
-    - ``skips``: levels whose encoder features the decoder adds after upsampling (the seed: none).
+    - ``skips``: levels whose encoder features the decoder merges after upsampling (the seed: none);
+      ``merge``: ``"add"`` them, or ``"concat"`` and a 3x3 conv back to the level's width (U-Net).
     - ``dose``: dose conditioning in the student (False is the "without dose" ablation);
       ``down`` / ``up``: stride-2 3x3 convs and 3x3 transposed convs (the seed) or 2x2 ones;
+      ``down="maxpool"`` is a 2x2 max-pool then a 3x3 conv to the next width (baseline, U-Net);
       ``film``: which student blocks get the dose scale/shift, ``"mid"`` (bottleneck, the seed)
       or ``"all"`` (every encoder block).
     - ``out``: the final activation, ``"tanh"`` (the seed) or ``"clamp"`` to [-1, 1] (linear inside
@@ -47,6 +57,7 @@ class ModelConfig:
     dec_mid_blocks: int = 8
     dec_blocks: tuple[int, ...] = (0, 0, 0)
     skips: tuple[int, ...] = ()
+    merge: str = "add"
     down: str = "conv3"
     up: str = "tconv3"
     dose: bool = True
@@ -59,8 +70,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         for name in ("widths", "enc_blocks", "dec_blocks", "skips", "hu_window"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
-        if self.arch != "nafnet":
-            raise InputError(f"unknown model arch {self.arch!r}; this version builds 'nafnet'")
+        if self.arch not in ARCHS:
+            raise InputError(f"unknown model arch {self.arch!r}; this version builds {', '.join(ARCHS)}")
         n = len(self.widths)
         if n < 1 or any(not isinstance(w, int) or w < 1 for w in self.widths):
             raise InputError(f"widths must be positive integers, got {self.widths}")
@@ -83,6 +94,15 @@ class ModelConfig:
             raise InputError(f"out must be one of {_OUT}, got {self.out!r}")
         if self.film not in _FILM:
             raise InputError(f"film must be one of {_FILM}, got {self.film!r}")
+        if self.merge not in _MERGE:
+            raise InputError(f"merge must be one of {_MERGE}, got {self.merge!r}")
+        conditioned = self.mid_blocks + (sum(self.enc_blocks) if self.film == "all" else 0)
+        if self.dose and conditioned == 0:
+            raise InputError(
+                f"a dose-conditioned model needs a block to carry the dose scale/shift: mid_blocks is 0"
+                f"{' and enc_blocks are all 0' if self.film == 'all' else ' (film=mid)'}; add a block "
+                "or set dose=False"
+            )
         lo, hi = self.hu_window
         if not lo < hi:
             raise InputError(f"hu_window must be (low, high) with low < high, got {self.hu_window}")
@@ -130,6 +150,80 @@ PRESETS: dict[str, ModelConfig] = {
         down="conv2",
         up="tconv2",
         film="all",
+    ),
+    # The other encoders of the seed's comparison, at its scale (each with its own teacher).
+    # The seed's baseline autoencoder: conv blocks 1->64->128->256->512->512 with 4 max-pools, a
+    # mirrored decoder of transposed convs, 64->1 conv + Tanh; one 512-ch block carries the dose.
+    "paper-conv": ModelConfig(
+        arch="conv",
+        widths=(64, 128, 256, 512, 512),
+        enc_blocks=(0, 0, 0, 0),
+        mid_blocks=1,
+        latent=512,
+        dec_mid_blocks=0,
+        dec_blocks=(0, 0, 0, 0),
+        down="maxpool",
+        up="tconv2",
+    ),
+    # NAFNet's skeleton with ResNet basic blocks (two per level in the encoder, four at 1/8).
+    "paper-resnet": ModelConfig(
+        arch="resnet", enc_blocks=(1, 1, 1), mid_blocks=4, dec_mid_blocks=4, dec_blocks=(1, 1, 1)
+    ),
+    # U-Net: double 3x3 convs per level (the down conv + one block), max-pools, transposed-conv ups,
+    # every level's features concatenated into the decoder (and distilled: they are encoder features).
+    "paper-unet": ModelConfig(
+        arch="conv",
+        widths=(64, 128, 256, 512),
+        enc_blocks=(1, 1, 1),
+        mid_blocks=1,
+        latent=512,
+        dec_mid_blocks=1,
+        dec_blocks=(1, 1, 1),
+        skips=(0, 1, 2),
+        merge="concat",
+        down="maxpool",
+        up="tconv2",
+    ),
+    # The six-model study on a 2-core CPU (docs/study.md): each of the above at about 1/4 of the
+    # widths, so that a teacher + student fits minutes, not days.
+    "study": ModelConfig(
+        widths=(16, 32, 64, 128), mid_blocks=4, latent=128, dec_mid_blocks=4, dose_dim=32
+    ),
+    "study-conv": ModelConfig(
+        arch="conv",
+        widths=(16, 32, 64, 128, 128),
+        enc_blocks=(0, 0, 0, 0),
+        mid_blocks=1,
+        latent=128,
+        dec_mid_blocks=0,
+        dec_blocks=(0, 0, 0, 0),
+        down="maxpool",
+        up="tconv2",
+        dose_dim=32,
+    ),
+    "study-resnet": ModelConfig(
+        arch="resnet",
+        widths=(16, 32, 64, 128),
+        enc_blocks=(1, 1, 1),
+        mid_blocks=1,
+        latent=128,
+        dec_mid_blocks=1,
+        dec_blocks=(0, 0, 0),
+        dose_dim=32,
+    ),
+    "study-unet": ModelConfig(
+        arch="conv",
+        widths=(16, 32, 64, 128),
+        enc_blocks=(1, 1, 1),
+        mid_blocks=1,
+        latent=128,
+        dec_mid_blocks=1,
+        dec_blocks=(1, 1, 1),
+        skips=(0, 1, 2),
+        merge="concat",
+        down="maxpool",
+        up="tconv2",
+        dose_dim=32,
     ),
     # For tests and smoke runs only.
     "tiny": ModelConfig(

@@ -13,7 +13,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["LayerNorm2d", "SimpleGate", "NAFBlock", "DoseEmbedding", "DoseFiLM", "dose_feature"]
+__all__ = [
+    "LayerNorm2d",
+    "SimpleGate",
+    "NAFBlock",
+    "ResBlock",
+    "ConvBlock",
+    "DoseEmbedding",
+    "DoseFiLM",
+    "dose_feature",
+]
 
 
 class LayerNorm2d(nn.Module):
@@ -69,6 +78,33 @@ class NAFBlock(nn.Module):
         x = x + y * self.beta
         y = self.conv5(self.sg(self.conv4(self.norm2(x))))
         return x + y * self.gamma
+
+
+class ResBlock(nn.Module):
+    """ResNet basic block without normalisation: x -> ReLU(x + conv3x3(ReLU(conv3x3(x)))).
+
+    No BatchNorm: batch statistics would differ between the teacher's NDCT and the student's LDCT
+    batches and between training (batch 8) and inference (batch 1).
+    """
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c, c, 3, padding=1)
+        self.conv2 = nn.Conv2d(c, c, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x + self.conv2(F.relu(self.conv1(x))))
+
+
+class ConvBlock(nn.Module):
+    """conv3x3 + ReLU: the unit of the seed's baseline autoencoder and of U-Net's double convs."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.conv(x))
 
 
 def dose_feature(dose: torch.Tensor) -> torch.Tensor:
