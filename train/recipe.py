@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from ctdn.errors import InputError
 
-__all__ = ["Recipe", "RECIPES", "recipe"]
+__all__ = ["Recipe", "RECIPES", "VARIANTS", "recipe"]
 
 
 @dataclass
@@ -21,6 +21,14 @@ class Recipe:
     for ``finetune_steps`` (the ablation that measures what distillation is worth).
     Data: ``data`` is ``"synthetic"``, ``"mayo:PATH"`` or ``"npy:PATH"``; ``synthetic`` holds the
     :class:`ctdn.datasets.SyntheticDataset` keywords used when it is synthetic.
+
+    The study's variants (:data:`VARIANTS`) are changes of these fields. Anatomy priors, in the
+    student (and fine-tune) stages' reconstruction loss only, so variants can share a teacher:
+    ``tissue_weights`` weighs the L1 per pixel by the target's tissue class (air, lung, fat, soft
+    tissue, bone; :func:`ctdn.hu.tissue_classes`); ``perceptual`` is the path of a ResNet-50
+    weights file (e.g. RadImageNet's, which ctdn cannot ship) whose layers 1-3 feature MSE is added
+    with weight ``lambda_perc``. ``teacher``: the path of a trained teacher to reuse instead of
+    training stage 1 (it must have the model's encoder/decoder shapes).
     """
 
     model: str = "paper"
@@ -63,6 +71,11 @@ class Recipe:
     finetune_lr: float = 2e-4
     finetune_init: str = "student"
     lambda_grad: float = 0.0
+    tissue_weights: tuple[float, ...] | None = None
+    perceptual: str = ""
+    lambda_perc: float = 0.0
+    teacher: str = ""
+    variant: str = ""
     seed: int = 0
     amp: bool = True
     ckpt_every: int = 500
@@ -82,6 +95,8 @@ class Recipe:
             raise InputError(f"unknown recipe keys {bad}")
         r = cls(**d)
         r.doses, r.split = tuple(r.doses), tuple(r.split)
+        if r.tissue_weights is not None:
+            r.tissue_weights = tuple(float(w) for w in r.tissue_weights)
         return r
 
 
@@ -103,6 +118,35 @@ RECIPES: dict[str, Recipe] = {
         val_every=500,
         log_every=25,
         seed=1,
+    ),
+    # The six-model study on this project's 2-core CPU (docs/study.md): 256x256 synthetic slices,
+    # the CPU-sized "study*" models, the same schedule for every variant.
+    "study": Recipe(
+        model="study",
+        synthetic={
+            "n_patients": 30,
+            "slices_per_patient": 2,
+            "size": 256,
+            "vary": True,
+            "target": "noiseless",
+        },
+        val_synthetic={
+            "n_patients": 3,
+            "slices_per_patient": 1,
+            "size": 256,
+            "vary": False,
+            "target": "noiseless",
+        },
+        patch=96,
+        lr=1e-3,
+        warmup_steps=100,
+        teacher_steps=1500,
+        student_steps=1500,
+        student_init="teacher",
+        ckpt_every=250,
+        val_every=500,
+        log_every=25,
+        seed=2,
     ),
     # Tests: a few steps of the tiny model on a handful of small synthetic slices.
     "smoke": Recipe(
@@ -136,11 +180,43 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
-def recipe(name: str, **changes) -> Recipe:
-    """A named recipe with fields changed."""
+# The study's six encoders as changes of a recipe: "arch" is appended to the recipe's model preset
+# ("paper" -> "paper-resnet", "study" -> "study-resnet"); the rest are recipe fields.
+VARIANTS: dict[str, dict] = {
+    "baseline": {"arch": "conv"},  # the seed's conv autoencoder
+    "nafnet": {},  # the seed's method as is
+    # The built-in anatomy prior: soft tissue (where low-contrast lesions are) weighs 3x, air 0.2x.
+    "nafnet-prior": {"tissue_weights": (0.2, 1.0, 1.0, 3.0, 1.0)},
+    # The seed's RadImageNet prior: needs --set perceptual=PATH (a ResNet-50 weights file).
+    "nafnet-radimagenet": {"lambda_perc": 0.1},
+    "resnet": {"arch": "resnet"},
+    "unet": {"arch": "unet"},
+    "nafnet-nodose": {"model_changes": {"dose": False}},
+}
+
+
+def recipe(name: str, variant: str | None = None, **changes) -> Recipe:
+    """A named recipe, as a study variant (see :data:`VARIANTS`), with fields changed."""
     if name not in RECIPES:
         raise InputError(f"unknown recipe {name!r}; choose from {', '.join(RECIPES)}")
     r = Recipe.from_dict(RECIPES[name].to_dict())
+    if variant:
+        if variant not in VARIANTS:
+            raise InputError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
+        v = dict(VARIANTS[variant])
+        if "arch" in v:
+            from ctdn.models import PRESETS
+
+            model = f"{r.model}-{v.pop('arch')}"
+            if model not in PRESETS:
+                raise InputError(
+                    f"variant {variant!r} needs the model preset {model!r}, which does not exist: use "
+                    f"a recipe whose model has one (paper, study)"
+                )
+            r.model = model
+        for k, val in v.items():
+            setattr(r, k, {**r.model_changes, **val} if k == "model_changes" else val)
+        r.variant = variant
     for k, v in changes.items():
         if not hasattr(r, k):
             raise InputError(f"unknown recipe field {k!r}")
