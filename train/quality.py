@@ -32,26 +32,51 @@ TV_GRID = (0.0005, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.006, 0.008, 0.012)
 NLM_GRID = (0.6, 0.8, 1.0, 1.2, 1.5, 1.8, 2.2, 2.7)
 
 
-def _set(seed: int, n: int, geometry=None, cache: Path | None = None, tag: str = "") -> SyntheticDataset:
+def synthetic_set(
+    seed: int,
+    n: int,
+    geometry=None,
+    cache: Path | None = None,
+    tag: str = "",
+    *,
+    doses=DOSES,
+    size: int = 512,
+) -> SyntheticDataset:
+    """The held-out synthetic slices of seed ``seed`` (one slice per patient, noiseless target).
+
+    Shared with ``ctdn-evaluate``; the cache folder is ``quality-{tag}-{seed}-{n}`` (plus the size and
+    doses where they are not the defaults), so both reuse one set of simulated pairs.
+    """
+    doses = tuple(float(d) for d in doses)
+    suffix = ("" if size == 512 else f"-s{size}") + (
+        "" if doses == DOSES else "-d" + "-".join(f"{d:g}" for d in doses)
+    )
     return SyntheticDataset(
         n_patients=n,
         slices_per_patient=1,
-        doses=DOSES,
+        doses=doses,
+        size=size,
         seed=seed,
         target="noiseless",
         geometry=geometry,
-        cache_dir=None if cache is None else cache / f"quality-{tag}-{seed}-{n}",
+        cache_dir=None if cache is None else Path(cache) / f"quality-{tag}-{seed}-{n}{suffix}",
     )
 
 
-def _slices(ds: SyntheticDataset) -> list[dict]:
-    """One record per slice: the phantom and the LDCT at every dose."""
+def synthetic_slices(ds: SyntheticDataset) -> list[dict]:
+    """One record per slice: ``id``, ``patient``, ``slice``, the ``phantom``, the ``target`` and the
+    LDCT at every dose (``ldct``: {dose: image})."""
     out = []
-    for p in range(ds.n_patients):
-        items = [ds[p * len(DOSES) + k] for k in range(len(DOSES))]
+    nd = len(ds.doses)
+    for i in range(0, len(ds), nd):
+        items = [ds[i + k] for k in range(nd)]
+        p, s, _ = ds.locate(i)
         out.append(
             {
-                "phantom": ds.phantom(p, 0),
+                "id": f"{items[0]['patient']}/{s}",
+                "patient": items[0]["patient"],
+                "slice": s,
+                "phantom": ds.phantom(p, s),
                 "target": items[0]["ndct"],
                 "ldct": {float(it["dose"]): it["ldct"] for it in items},
             }
@@ -85,11 +110,52 @@ def _summary(rows: list[dict]) -> dict:
     }
 
 
-def _noise_std(slices: list[dict], d: float) -> float:
+def uniform_noise_std(slices: list[dict], d: float) -> float:
     """Mean over slices of the LDCT noise std in the uniform region (what NL-means and BM3D are given)."""
     return float(
         np.mean([metrics.noise_std(s["ldct"][d], s["target"], s["phantom"].uniform) for s in slices])
     )
+
+
+def tune_baselines(tune: list[dict], d: float, sigma: float) -> dict:
+    """TV weight and NL-means h maximising the mean PSNR over the tuning slices at dose ``d``.
+
+    ``tune``: records with ``ldct`` ({dose: image}) and ``target``; ``sigma``: the noise std (HU)
+    NL-means and BM3D are given. Returns ``noise_std_hu``, ``tv_weight``, ``nlmeans_h`` and
+    ``warnings`` (a value tuned to the edge of its grid).
+    """
+    pairs = [(s["ldct"][d], s["target"]) for s in tune]
+    w_tv, _ = baselines.tune(baselines.tv, TV_GRID, pairs, metrics.psnr)
+    h_nlm, _ = baselines.tune(
+        lambda x, h, sg=sigma: baselines.nlmeans(x, sg, h), NLM_GRID, pairs, metrics.psnr
+    )
+    warnings = [
+        f"{what} tuned to the edge of its grid at dose {d}: {v}"
+        for what, v, grid in (("TV weight", w_tv, TV_GRID), ("NL-means h", h_nlm, NLM_GRID))
+        if v in (grid[0], grid[-1])
+    ]
+    return {"noise_std_hu": float(sigma), "tv_weight": w_tv, "nlmeans_h": h_nlm, "warnings": warnings}
+
+
+def baseline_fns(settings: dict) -> dict:
+    """The LDCT input and the classical baselines as functions HU -> HU, with tuned ``settings``."""
+    sigma, h, w = settings["noise_std_hu"], settings["nlmeans_h"], settings["tv_weight"]
+    return {
+        "input": lambda x: x,
+        "nlmeans": lambda x: baselines.nlmeans(x, sigma, h),
+        "tv": lambda x: baselines.tv(x, w),
+        "bm3d": lambda x: baselines.bm3d(x, sigma),
+    }
+
+
+def baseline_setting(method: str, settings: dict) -> str:
+    """The part of a cache key that names a baseline's setting (empty for the input)."""
+    return {
+        "input": "",
+        "nlmeans": f"-h{settings['nlmeans_h']}",
+        "tv": f"-w{settings['tv_weight']}",
+        "bm3d": f"-s{settings['noise_std_hu']:.4f}",
+    }[method]
 
 
 def run(
@@ -109,8 +175,8 @@ def run(
     out = Path(out)
     base_file = out / "baselines.json"
     base = json.loads(base_file.read_text()) if base_file.exists() else {}
-    test = _slices(_set(TEST_SEED, n_test, cache=cache, tag="test"))
-    tune = _slices(_set(TUNE_SEED, n_tune, cache=cache, tag="tune"))
+    test = synthetic_slices(synthetic_set(TEST_SEED, n_test, cache=cache, tag="test"))
+    tune = synthetic_slices(synthetic_set(TUNE_SEED, n_tune, cache=cache, tag="tune"))
     res: dict = {
         "model": str(model),
         "name": name,
@@ -124,28 +190,16 @@ def run(
     }
     methods = ["input", "nlmeans", "tv"] + (["bm3d"] if bm3d else []) + ["model"]
     res["bm3d"] = bm3d
+    res["warnings"] = []
     for d in tqdm(DOSES, desc="doses", disable=not progress):
-        sigma = _noise_std(tune, d)
-        pairs = [(s["ldct"][d], s["target"]) for s in tune]
-        w_tv, _ = baselines.tune(baselines.tv, TV_GRID, pairs, metrics.psnr)
-        h_nlm, _ = baselines.tune(
-            lambda x, h, sg=sigma: baselines.nlmeans(x, sg, h), NLM_GRID, pairs, metrics.psnr
-        )
-        res["tuned"][str(d)] = {"noise_std_hu": sigma, "tv_weight": w_tv, "nlmeans_h": h_nlm}
-        for what, v, grid in (("TV weight", w_tv, TV_GRID), ("NL-means h", h_nlm, NLM_GRID)):
-            if v in (grid[0], grid[-1]):
-                res.setdefault("warnings", []).append(
-                    f"{what} tuned to the edge of its grid at dose {d}: {v}"
-                )
-        fns = {
-            "input": lambda x: x,
-            "nlmeans": lambda x, s=sigma, h=h_nlm: baselines.nlmeans(x, s, h),
-            "tv": lambda x, w=w_tv: baselines.tv(x, w),
-            "bm3d": lambda x, s=sigma: baselines.bm3d(x, s),
-        }
+        sigma = uniform_noise_std(tune, d)
+        settings = tune_baselines(tune, d, sigma)
+        res["tuned"][str(d)] = {k: settings[k] for k in ("noise_std_hu", "tv_weight", "nlmeans_h")}
+        res.setdefault("warnings", []).extend(settings["warnings"])
+        fns = baseline_fns(settings)
         # The baselines do not depend on the model: each (dose, method, setting) is computed once
         # and kept in out/baselines.json.
-        setting = {"input": "", "nlmeans": f"-h{h_nlm}", "tv": f"-w{w_tv}", "bm3d": f"-s{sigma:.4f}"}
+        setting = {m: baseline_setting(m, settings) for m in fns}
         res["doses"][str(d)] = {}
         for m in methods[:-1]:
             key = f"{TEST_SEED}-{n_test}-{TUNE_SEED}-{n_tune}-{d}-{m}{setting[m]}"
@@ -161,8 +215,12 @@ def run(
         return res
     # Generalisation: other geometry, other filter, the dose it is told off by 1.5x.
     gens = {
-        "parallel beam": _slices(_set(TEST_SEED, n_test // 2, {"kind": "parallel"}, cache, "parallel")),
-        "ramp filter": _slices(_set(TEST_SEED, n_test // 2, {"filter": "ramp"}, cache, "ramp")),
+        "parallel beam": synthetic_slices(
+            synthetic_set(TEST_SEED, n_test // 2, {"kind": "parallel"}, cache, "parallel")
+        ),
+        "ramp filter": synthetic_slices(
+            synthetic_set(TEST_SEED, n_test // 2, {"filter": "ramp"}, cache, "ramp")
+        ),
     }
     for label, sl in gens.items():
         res["generalisation"][label] = {}
@@ -182,6 +240,8 @@ def run(
                 "input": res["doses"][str(d)]["input"],
                 "model": _summary([_score(y[k], s) for k, s in enumerate(test)]),
             }
+    if not res["warnings"]:
+        del res["warnings"]
     res["seconds"] = time.perf_counter() - t0
     _write_json(out / f"{name}.json", res)
     with atomic_path(out / f"{name}.md") as tmp:
