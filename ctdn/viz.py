@@ -24,17 +24,25 @@ def panel(
     width: float = 400.0,
     columns: int | None = None,
     tile: int = 256,
+    windows: Sequence[tuple[float, float] | None] | None = None,
 ) -> Path:
-    """Write HU slices side by side in one display window, each titled, as an 8-bit PNG."""
+    """Write HU slices side by side in one display window, each titled, as an 8-bit PNG.
+
+    ``windows``: optionally one (level, width) per image (None: the panel's ``level``/``width``),
+    e.g. a fixed scale for difference maps beside images in the soft-tissue window.
+    """
     if len(images) != len(titles) or not images:
         raise ValueError("panel needs one title per image and at least one image")
+    if windows is not None and len(windows) != len(images):
+        raise ValueError("panel needs one window (or None) per image")
     cols = columns or len(images)
     rows = -(-len(images) // cols)
     bar = 18
     canvas = Image.new("L", (cols * tile, rows * (tile + bar)), color=0)
     draw = ImageDraw.Draw(canvas)
     for i, (img, title) in enumerate(zip(images, titles, strict=True)):
-        u8 = (apply_window(np.asarray(img, dtype=np.float32), level, width) * 255 + 0.5).astype(np.uint8)
+        lv, wd = (windows[i] if windows is not None else None) or (level, width)
+        u8 = (apply_window(np.asarray(img, dtype=np.float32), lv, wd) * 255 + 0.5).astype(np.uint8)
         tile_img = Image.fromarray(u8).resize((tile, tile), Image.Resampling.BILINEAR)
         x, y = (i % cols) * tile, (i // cols) * (tile + bar)
         canvas.paste(tile_img, (x, y + bar))
