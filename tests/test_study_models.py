@@ -97,3 +97,20 @@ def test_variant_errors():
         recipe("edge", variant="resnet")
     r = recipe("study", variant="nafnet-nodose", model_changes={"latent": 64})
     assert r.model_changes == {"latent": 64}  # explicit changes win over the variant's
+
+
+def test_study_commands_share_the_nafnet_teacher_and_evaluate_every_variant():
+    from ctdn.train.study import STUDY, commands
+
+    cmds = commands("runs/s", cache="cache", report="rep")
+    train, ev = cmds[:-1], cmds[-1]
+    assert [c[c.index("--variant") + 1] for c in train] == list(STUDY)
+    teacher = "teacher=runs/s/nafnet/teacher.safetensors"
+    shared = {c[c.index("--variant") + 1] for c in train if teacher in c}
+    assert shared == {"nafnet-prior", "nafnet-nodose"}
+    assert ev[0] == "ctdn-evaluate" and ev.count("--model") == len(STUDY)
+    assert ev[ev.index("--size") + 1] == "256"  # the study recipe's slice size
+    with pytest.raises(InputError, match="perceptual"):
+        commands("runs/s", variants=["nafnet-radimagenet"])
+    with_perc = commands("runs/s", perceptual="r50.pth")
+    assert any("perceptual=r50.pth" in c for c in with_perc[-2])
