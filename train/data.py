@@ -1,7 +1,8 @@
 """Training data: pairs from the data layer, held in memory, cut into seeded random patches.
 
 Every batch is a pure function of (seed, stage, step), so a resumed run sees exactly the batches
-the uninterrupted run would have seen.
+the uninterrupted run would have seen. Under DDP each process takes its share of that same global
+batch (:meth:`PairBank.batch` with ``rank``/``world``).
 """
 
 from __future__ import annotations
@@ -78,8 +79,23 @@ class PairBank:
     def doses(self) -> list[float]:
         return sorted({round(float(d), 6) for d in self.dose})
 
-    def batch(self, seed: int, stage: str, step: int, size: int, patch: int) -> dict[str, torch.Tensor]:
-        """Batch number ``step``: an epoch-wise permutation of the pairs, random crops and flips/rot90."""
+    def batch(
+        self, seed: int, stage: str, step: int, size: int, patch: int, *, rank: int = 0, world: int = 1
+    ) -> dict[str, torch.Tensor]:
+        """Batch number ``step``: an epoch-wise permutation of the pairs, random crops and flips/rot90.
+
+        ``size`` is the global batch. With ``world`` > 1 (DDP) process ``rank`` gets the contiguous
+        slice ``[rank * size // world, (rank + 1) * size // world)`` of exactly the pairs and crops a
+        single process would draw for this step. That is what a ``DistributedSampler`` does with an
+        epoch-wise permutation, but the batch stays a pure function of the step, so a resume stays
+        exact and N processes train on the same data as one. ``size`` must divide by ``world``.
+        """
+        if world < 1 or not 0 <= rank < world:
+            raise InputError(f"rank {rank} is not one of {world} processes")
+        if size % world:
+            raise InputError(
+                f"the batch ({size}) is global and must divide evenly among the {world} processes"
+            )
         n = len(self)
         epoch, pos = divmod(step * size, n)
         perm = np.random.default_rng([seed, _STAGE_SALT[stage], epoch]).permutation(n)
@@ -91,14 +107,22 @@ class PairBank:
         h, w = self.ldct.shape[1:]
         if patch > min(h, w):
             raise InputError(f"patch {patch} is larger than the slices ({h}x{w})")
-        xs, ys = [], []
+        # Every crop of the global batch is drawn (in order, so the stream matches one process);
+        # this process cuts only its own share.
+        crops = []
         for i in idx:
             r0, c0 = rng.integers(0, h - patch + 1), rng.integers(0, w - patch + 1)
             k, flip = int(rng.integers(4)), bool(rng.integers(2))
+            crops.append((i, r0, c0, k, flip))
+        share = size // world
+        crops = crops[rank * share : (rank + 1) * share]
+        xs, ys = [], []
+        for i, r0, c0, k, flip in crops:
             for src, dst in ((self.ldct, xs), (self.target, ys)):
                 p = src[i, r0 : r0 + patch, c0 : c0 + patch]
                 p = np.rot90(p, k)
                 dst.append(p[:, ::-1] if flip else p)
+        idx = np.asarray([c[0] for c in crops], dtype=np.int64)
         unit = lambda a: torch.from_numpy(hu_to_unit(np.stack(a).astype(np.float32)))[:, None]  # noqa: E731
         return {"ldct": unit(xs), "ndct": unit(ys), "dose": torch.from_numpy(self.dose[idx].copy())}
 
