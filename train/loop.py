@@ -5,14 +5,21 @@
    lambda_lat * sum of per-stage feature MSE against the teacher + lambda_rec * L1(decoded, NDCT).
 3. ``finetune`` (only when ``finetune_steps`` > 0): student encoder and decoder trained together on
    LDCT -> NDCT from stage 2's weights. Not part of the published method; see docs/models.md.
+
+Launched by ``torchrun`` (``WORLD_SIZE`` > 1) every stage runs under DistributedDataParallel: the
+recipe's batch is the global batch, each process trains on its share of it, and rank 0 alone logs,
+validates and writes files (see :class:`_Dist`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import platform
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -56,10 +63,132 @@ def device_name(device: torch.device) -> str:
     return f"{cpu} ({torch.get_num_threads()} threads)"
 
 
-class _Log:
-    """JSON lines always; TensorBoard too when it is installed."""
+class _Dist:
+    """This process's place in a ``torchrun`` launch; one process is rank 0 of 1, with no process group.
 
-    def __init__(self, out: Path) -> None:
+    torchrun sets ``WORLD_SIZE``, ``RANK`` and ``LOCAL_RANK``; ``WORLD_SIZE`` > 1 makes the run
+    distributed: nccl with one GPU per process (``cuda:LOCAL_RANK``) on CUDA, gloo on the CPU.
+    Rank 0 alone logs, validates and writes files; the others train their share of each batch.
+    """
+
+    def __init__(self) -> None:
+        try:
+            self.world = int(os.environ.get("WORLD_SIZE") or 1)
+            self.rank = int(os.environ.get("RANK") or 0) if self.world > 1 else 0
+            self.local_rank = int(os.environ.get("LOCAL_RANK") or 0) if self.world > 1 else 0
+        except ValueError as exc:
+            msg = f"WORLD_SIZE, RANK and LOCAL_RANK must be integers (torchrun sets them): {exc}"
+            raise InputError(msg) from exc
+        self.backend: str | None = None
+        self._owned = False
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def device(self, device) -> torch.device:
+        """The device of this process: under torchrun ``auto``/``cuda`` mean ``cuda:LOCAL_RANK``."""
+        dev = pick_device(device)
+        if self.world == 1 or dev.type != "cuda":
+            return dev
+        if dev.index is not None:
+            raise InputError(
+                f"under torchrun each process uses cuda:LOCAL_RANK, so --device {device} is ambiguous; "
+                "pass --device cuda (or auto) and choose the GPUs with CUDA_VISIBLE_DEVICES"
+            )
+        if self.local_rank >= torch.cuda.device_count():
+            raise InputError(
+                f"LOCAL_RANK {self.local_rank} has no GPU ({torch.cuda.device_count()} visible): "
+                "start at most one process per GPU"
+            )
+        return torch.device("cuda", self.local_rank)
+
+    def start(self, device: torch.device) -> None:
+        """Join the process group (made here unless the caller already made one)."""
+        if self.world == 1:
+            return
+        import torch.distributed as dist
+
+        if not dist.is_available():
+            raise InputError("this torch build has no torch.distributed: run ctdn-train without torchrun")
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+            self._owned = True
+        self.backend = dist.get_backend()
+
+    def close(self) -> None:
+        if self._owned:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+            self._owned = False
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    @contextlib.contextmanager
+    def rank0_first(self, on: bool = True):
+        """Rank 0 runs the block first (e.g. fills a cache), the others after it (e.g. read it)."""
+        if on and not self.main:
+            self.barrier()
+        yield
+        if on and self.main:
+            self.barrier()
+
+    def wrap(self, module: nn.Module, device: torch.device) -> nn.Module:
+        """``module`` under DDP (itself for one process); its forward must compute all the loss needs.
+
+        DDP registers only the parameters that require grad, so frozen ones (the student's decoder,
+        the teacher, which is not even inside) are left out and never reduced. Every registered
+        parameter gets a gradient each step, so ``find_unused_parameters`` stays False (it would
+        walk the graph every step); a forward that skipped a trainable parameter would make DDP
+        raise at the next step rather than silently train wrong.
+        """
+        if self.world == 1:
+            return module
+        from torch.nn.parallel import DistributedDataParallel
+
+        # Depthwise conv weights (C, 1, k, k) get gradients whose size-1 dim has another stride
+        # than DDP's bucket view; DDP copies them (a performance hint, not an error): not shown.
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+        return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+
+    def mean(self, terms: dict) -> dict[str, float]:
+        """The loss terms averaged over the processes: the global batch's (its shares are equal)."""
+        t = torch.stack([v.detach().float() for v in terms.values()])
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(t)
+            t /= self.world
+        return dict(zip(terms, t.tolist(), strict=True))
+
+
+class _Distil(nn.Module):
+    """Stage 2's forward as one module (DDP reduces only what its own forward ran): the student's
+    encoder features, for the feature loss, and the frozen decoder's image made from them."""
+
+    def __init__(self, student: CTDenoiser) -> None:
+        super().__init__()
+        self.student = student
+
+    def forward(self, x: torch.Tensor, dose: torch.Tensor):
+        fs = self.student.features(x, dose)
+        return fs, self.student.decoder(fs)
+
+
+class _Log:
+    """JSON lines always; TensorBoard too when it is installed. ``out`` None: writes nothing (ranks > 0)."""
+
+    def __init__(self, out: Path | None) -> None:
+        self.file = self.tb = None
+        if out is None:
+            return
         self.file = (out / "log.jsonl").open("a")
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -70,10 +199,14 @@ class _Log:
             self.write({"note": "tensorboard is not installed: logging to log.jsonl only"})
 
     def write(self, rec: dict) -> None:
+        if self.file is None:
+            return
         self.file.write(json.dumps(rec) + "\n")
         self.file.flush()
 
     def scalars(self, stage: str, step: int, values: dict) -> None:
+        if self.file is None:
+            return
         self.write({"stage": stage, "step": step, **values})
         if self.tb is not None:
             for k, v in values.items():
@@ -85,7 +218,8 @@ class _Log:
             self.tb.add_image(f"{stage}/{tag}", img01[None], step)
 
     def close(self) -> None:
-        self.file.close()
+        if self.file is not None:
+            self.file.close()
         if self.tb is not None:
             self.tb.close()
 
@@ -155,6 +289,7 @@ def _stage(
     device,
     log: _Log,
     progress: bool,
+    ddp: _Dist,
     teacher: Autoencoder | None = None,
     init: CTDenoiser | None = None,
 ):
@@ -195,6 +330,7 @@ def _stage(
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     state_file = out / f"{stage}-state.safetensors"
     step, elapsed = 0, 0.0
+    ddp.barrier()  # every process decides on resuming before rank 0 can write this stage's state
     if state_file.exists():
         info = load_state(state_file, model=model, optimizer=opt, scheduler=sched, scaler=scaler)
         if _stage_keys(info.get("recipe") or {}, stage) != _stage_keys(r.to_dict(), stage):
@@ -202,21 +338,22 @@ def _stage(
         step, elapsed = int(info["step"]), float(info.get("elapsed_s", 0.0))
         log.write({"stage": stage, "resumed_at": step})
     m = cfg.multiple
+    net = ddp.wrap(_Distil(model) if stage == "student" else model, device)
     bar = tqdm(total=total, initial=step, desc=stage, unit="step", disable=not progress, dynamic_ncols=True)
     t0 = time.perf_counter() - elapsed
-    model.train()
+    net.train()
     while step < total:
-        b = bank.batch(r.seed, stage, step, r.batch, r.patch)
+        b = bank.batch(r.seed, stage, step, r.batch, r.patch, rank=ddp.rank, world=ddp.world)
         x, y, d = b["ldct"].to(device), b["ndct"].to(device), b["dose"].to(device)
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             if stage == "teacher":
-                out_ = model(y)
+                out_ = net(y)
                 l1 = F.l1_loss(out_.float(), y)
                 ss = losses.ssim(out_, y)
                 loss = l1 + r.alpha_ssim * (1 - ss)
                 terms = {"loss": loss, "l1": l1, "ssim": ss}
             elif stage == "finetune":
-                out_ = model(x, d)
+                out_ = net(x, d)
                 l1 = F.l1_loss(out_.float(), y)
                 loss = l1
                 terms = {"l1": l1}
@@ -224,8 +361,7 @@ def _stage(
             else:
                 with torch.no_grad():
                     ft = teacher.features(y)
-                fs = model.features(x, d)
-                out_ = model.decoder(fs)
+                fs, out_ = net(x, d)
                 lat = losses.feature_mse(fs, ft)
                 l1 = F.l1_loss(out_.float(), y)
                 loss = r.lambda_lat * lat + r.lambda_rec * l1
@@ -243,18 +379,18 @@ def _stage(
         step += 1
         bar.update(1)
         if step % r.log_every == 0 or step == total:
-            vals = {k: float(v.detach()) for k, v in terms.items()}
+            vals = ddp.mean(terms)
             vals.update(lr=sched.get_last_lr()[0], elapsed_s=time.perf_counter() - t0)
             log.scalars(stage, step, vals)
             bar.set_postfix(loss=f"{vals['loss']:.4f}")
-        if step % r.val_every == 0 or step == total:
+        if ddp.main and (step % r.val_every == 0 or step == total):
             res, shown = _validate(model, val_items, stage, device, m)
             res["elapsed_s"] = time.perf_counter() - t0
             log.scalars(stage, step, res)
             for tag, img in zip(("input", "output", "target"), shown, strict=True):
                 log.image(stage, step, tag, np.clip((img + 160) / 400, 0, 1).astype(np.float32))
             panel(shown, ["input", "output", "target"], out / f"{stage}-val.png", level=40, width=400)
-        if step % r.ckpt_every == 0 or step == total:
+        if ddp.main and (step % r.ckpt_every == 0 or step == total):
             save_state(
                 state_file,
                 model=model,
@@ -266,7 +402,7 @@ def _stage(
             )
     bar.close()
     model.eval()
-    res, _ = _validate(model, val_items, stage, device, m)
+    res = _validate(model, val_items, stage, device, m)[0] if ddp.main else {}
     return model, res, time.perf_counter() - t0, total
 
 
@@ -289,29 +425,53 @@ STAGES = ("teacher", "student", "finetune")
 def train(r: Recipe, out, *, stages=STAGES, cache=None, device=None, progress=True, export=None) -> Path:
     """Run the recipe's stages into ``out`` (resuming what is there); returns the final model file.
 
-    Stage 3 (``finetune``) runs only when the recipe has ``finetune_steps`` > 0.
+    Stage 3 (``finetune``) runs only when the recipe has ``finetune_steps`` > 0. Under torchrun
+    (``WORLD_SIZE`` > 1) every process calls this and trains with DDP: ``r.batch`` is the global
+    batch, divided among the processes, and rank 0 writes every file (all return the same path).
     """
     out = Path(out)
+    ddp = _Dist()
+    device = ddp.device(device)
+    if r.batch % ddp.world:
+        raise InputError(
+            f"the batch ({r.batch}) is global and must divide evenly among the {ddp.world} processes; "
+            "change it (--set batch=N) or the number of processes"
+        )
+    ddp.start(device)
+    try:
+        path = _train(r, out, stages, cache, device, progress and ddp.main, export, ddp)
+        ddp.barrier()  # no process ends before rank 0 has written every file
+        return path
+    finally:
+        ddp.close()
+
+
+def _train(r: Recipe, out: Path, stages, cache, device, progress: bool, export, ddp: _Dist) -> Path:
     out.mkdir(parents=True, exist_ok=True)
-    device = pick_device(device)
-    train_ds, val_ds, desc = datasets_for(r, None if cache is None else Path(cache))
-    log = _Log(out)
+    cached = cache is not None  # rank 0 simulates the pairs into the cache, then the others read them
+    with ddp.rank0_first(cached):
+        train_ds, val_ds, desc = datasets_for(r, None if cache is None else Path(cache))
+    log = _Log(out if ddp.main else None)
     where = device_name(device)
+    dist_info = {"world_size": ddp.world, "backend": ddp.backend}
     log.write(
         {
             "start": time.strftime("%Y-%m-%d %H:%M:%S"),
             "device": where,
+            "distributed": dist_info,
             "torch": torch.__version__,
             "ctdn": __version__,
             "recipe": r.to_dict(),
         }
     )
     try:
-        bank = PairBank(train_ds, progress=progress, what="training pairs")
-        n_val = min(len(val_ds), r.val_slices * len(r.doses))
-        val_items = [val_ds[i] for i in range(n_val)]
+        with ddp.rank0_first(cached):
+            bank = PairBank(train_ds, progress=progress, what="training pairs")
+            n_val = min(len(val_ds), r.val_slices * len(r.doses)) if ddp.main else 0  # rank 0 validates
+            val_items = [val_ds[i] for i in range(n_val)]
         summary = {
             "device": where,
+            "distributed": dist_info,
             "torch": torch.__version__,
             "ctdn": __version__,
             "recipe": r.to_dict(),
@@ -320,38 +480,47 @@ def train(r: Recipe, out, *, stages=STAGES, cache=None, device=None, progress=Tr
             "doses": bank.doses,
         }
         run_file = out / "run.json"
-        if run_file.exists():
-            summary = {**json.loads(run_file.read_text()), **{k: summary[k] for k in ("device", "torch")}}
+        if ddp.main and run_file.exists():
+            now = {k: summary[k] for k in ("device", "distributed", "torch")}
+            summary = {**json.loads(run_file.read_text()), **now}
         if r.finetune_init == "scratch":
-            return _scratch(r, out, bank, val_items, device, log, progress, summary, desc, where, export)
+            return _scratch(r, out, bank, val_items, device, log, progress, summary, desc, where, export, ddp)
         teacher_file = out / "teacher.safetensors"
         teacher = None
         if "teacher" in stages or not teacher_file.exists():
-            teacher, res, secs, steps = _stage("teacher", r, out, bank, val_items, device, log, progress)
-            save_model(teacher.cpu(), teacher_file)
-            teacher.to(device)
+            # Every process keeps the teacher it trained (DDP keeps the copies equal); rank 0 saves it.
+            teacher, res, secs, steps = _stage("teacher", r, out, bank, val_items, device, log, progress, ddp)
             summary["teacher"] = {"steps": steps, "seconds": secs, "val": res, "device": where}
-            run_file.write_text(json.dumps(summary, indent=2))
+            if ddp.main:
+                save_model(teacher.cpu(), teacher_file)
+                teacher.to(device)
+                run_file.write_text(json.dumps(summary, indent=2))
         if "student" not in stages:
             return teacher_file
         if teacher is None:
             teacher = _load_teacher(teacher_file, r, device)
-        student, res, secs, steps = _stage("student", r, out, bank, val_items, device, log, progress, teacher)
+        student, res, secs, steps = _stage(
+            "student", r, out, bank, val_items, device, log, progress, ddp, teacher
+        )
         summary["student"] = {"steps": steps, "seconds": secs, "val": res, "device": where}
-        run_file.write_text(json.dumps(summary, indent=2))
         meta = _model_meta(r, desc, bank, summary, ["teacher", "student"], res)
-        path = save_model(student.cpu(), out / "student.safetensors", meta)
+        path = out / "student.safetensors"
+        if ddp.main:
+            run_file.write_text(json.dumps(summary, indent=2))
+            save_model(student.cpu(), path, meta)
         final = student
         if r.finetune_steps > 0 and "finetune" in stages:
             tuned, res, secs, steps = _stage(
-                "finetune", r, out, bank, val_items, device, log, progress, init=student.to(device)
+                "finetune", r, out, bank, val_items, device, log, progress, ddp, init=student.to(device)
             )
             summary["finetune"] = {"steps": steps, "seconds": secs, "val": res, "device": where}
-            run_file.write_text(json.dumps(summary, indent=2))
             meta = _model_meta(r, desc, bank, summary, ["teacher", "student", "finetune"], res)
-            path = save_model(tuned.cpu(), out / "finetuned.safetensors", meta)
+            path = out / "finetuned.safetensors"
+            if ddp.main:
+                run_file.write_text(json.dumps(summary, indent=2))
+                save_model(tuned.cpu(), path, meta)
             final = tuned
-        if export is not None:
+        if export is not None and ddp.main:
             save_model(final.cpu(), export, meta)
         return path
     finally:
@@ -372,16 +541,20 @@ def _model_meta(r: Recipe, desc: dict, bank: PairBank, summary: dict, stages: li
     }
 
 
-def _scratch(r, out, bank, val_items, device, log, progress, summary, desc, where, export) -> Path:
+def _scratch(r, out, bank, val_items, device, log, progress, summary, desc, where, export, ddp) -> Path:
     """The ablation: the final network trained end to end from random weights, no teacher."""
     init = CTDenoiser(preset(r.model, **r.model_changes).replace(residual=False))
-    model, res, secs, steps = _stage("finetune", r, out, bank, val_items, device, log, progress, init=init)
+    model, res, secs, steps = _stage(
+        "finetune", r, out, bank, val_items, device, log, progress, ddp, init=init
+    )
     summary["finetune"] = {"steps": steps, "seconds": secs, "val": res, "device": where, "init": "scratch"}
-    (out / "run.json").write_text(json.dumps(summary, indent=2))
     meta = {**_model_meta(r, desc, bank, summary, ["finetune"], res), "stages": ["scratch"]}
-    path = save_model(model.cpu(), out / "scratch.safetensors", meta)
-    if export is not None:
-        save_model(model, export, meta)
+    path = out / "scratch.safetensors"
+    if ddp.main:
+        (out / "run.json").write_text(json.dumps(summary, indent=2))
+        save_model(model.cpu(), path, meta)
+        if export is not None:
+            save_model(model, export, meta)
     return path
 
 
