@@ -39,7 +39,7 @@ from ctdn import metrics
 from ctdn._atomic import atomic_path
 from ctdn.datasets import MayoDataset, NpyDataset, split_by_patient
 from ctdn.errors import CTDNError, InputError, MissingDependencyError
-from ctdn.hu import HU_MAX, HU_MIN, TISSUES, tissue_classes
+from ctdn.hu import HU_MAX, HU_MIN, TISSUE_EDGES, TISSUES, tissue_classes
 from ctdn.inference import Denoiser
 from ctdn.models.checkpoint import model_path, read_meta
 from ctdn.sim import check_dose
@@ -703,6 +703,14 @@ def _tables(res: dict):
         )
 
 
+def _tissue_edges() -> str:
+    names = [n.replace("_", " ") for n in TISSUES.values()]
+    out = names[0]
+    for edge, name in zip(TISSUE_EDGES, names[1:], strict=True):
+        out += f" < {edge:g} <= {name}"
+    return out
+
+
 def _description(res: dict) -> list[str]:
     data = res["data"]
     n = len(res["test_slices"])
@@ -727,8 +735,7 @@ def _description(res: dict) -> list[str]:
         "freedom); '–' where no slice has the value.",
         "PSNR, SSIM, RMSE, MSE on the [-1000, 1000] HU window mapped to [0, 1] (data range 1); RMSE (HU) "
         "after clipping to that window; 'soft' = the soft-tissue window (level 40, width 400 HU). "
-        "Per-tissue RMSE: pixels classed by the reference's HU (air < -950 <= lung < -400 <= fat < -30 "
-        "<= soft tissue < 300 <= bone).",
+        f"Per-tissue RMSE (HU): pixels classed by the reference's HU ({_tissue_edges()}).",
     ]
     if data["phantoms"]:
         lines.append(
@@ -803,7 +810,7 @@ def to_html(res: dict) -> str:
         "img{max-width:100%;border:1px solid #ddd}</style></head><body>",
         "<h1>ctdn evaluation report</h1>",
     ]
-    parts += [f"<p>{e(s)}</p>" for s in _description(res)]
+    parts += [f"<p>{e(s.replace('`', ''))}</p>" for s in _description(res)]
     links = [f for f in res.get("files", []) if not f.endswith(".png") and f != "index.html"]
     parts.append("<p>Files: " + ", ".join(f'<a href="{e(f)}">{e(f)}</a>' for f in links) + "</p>")
     parts.append('<h2>PSNR vs dose</h2><img src="psnr_vs_dose.png" alt="PSNR vs dose">')
