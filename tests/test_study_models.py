@@ -105,8 +105,9 @@ def test_study_commands_share_the_nafnet_teacher_and_evaluate_every_variant():
     cmds = commands("runs/s", cache="cache", report="rep")
     train, ev = cmds[:-1], cmds[-1]
     assert [c[c.index("--variant") + 1] for c in train] == list(STUDY)
-    teacher = "teacher=runs/s/nafnet/teacher.safetensors"
-    shared = {c[c.index("--variant") + 1] for c in train if teacher in c}
+    teacher = "runs/s/nafnet/teacher.safetensors"
+    flag = lambda c, f: c[c.index(f) + 1] if f in c else None  # noqa: E731
+    shared = {flag(c, "--variant") for c in train if flag(c, "--teacher") == teacher}
     assert shared == {"nafnet-prior", "nafnet-nodose"}
     assert ev[0] == "ctdn-evaluate" and ev.count("--model") == len(STUDY)
     assert ev[ev.index("--size") + 1] == "256"  # the study recipe's slice size

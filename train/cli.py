@@ -10,7 +10,7 @@ import time
 
 from ctdn.errors import CTDNError
 
-from .recipe import RECIPES, recipe
+from .recipe import RECIPES, VARIANTS, recipe
 
 
 def _value(s: str):
@@ -28,6 +28,11 @@ def main(argv=None) -> int:
         "torchrun --nproc_per_node N -m ctdn.train.cli ... (DDP; the recipe's batch is global).",
     )
     p.add_argument("--recipe", default="edge", choices=sorted(RECIPES), help="named recipe (default: edge)")
+    p.add_argument(
+        "--variant",
+        choices=list(VARIANTS),
+        help="one of the study's encoders/priors, as changes of the recipe (see docs/study.md)",
+    )
     p.add_argument("--out", required=True, help="run folder: checkpoints, logs, TensorBoard, the student")
     p.add_argument(
         "--stage",
@@ -43,6 +48,7 @@ def main(argv=None) -> int:
         help="auto (CUDA when present), cpu, cuda, cuda:1 ...; under torchrun cuda is cuda:LOCAL_RANK",
     )
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override recipe fields")
+    p.add_argument("--teacher", help="reuse this trained teacher (.safetensors) instead of training stage 1")
     p.add_argument("--export", help="also write the student to this .safetensors path")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     a = p.parse_args(argv)
@@ -57,7 +63,9 @@ def main(argv=None) -> int:
             changes[k] = _value(v)
         if a.data:
             changes["data"] = a.data
-        r = recipe(a.recipe, **changes)
+        if a.teacher:
+            changes["teacher"] = a.teacher
+        r = recipe(a.recipe, a.variant, **changes)
         stages = {
             "all": ("teacher", "student", "finetune"),
             "teacher": ("teacher",),

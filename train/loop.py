@@ -36,7 +36,7 @@ from ctdn.inference import pad_to_multiple, parse_device
 from ctdn.models import Autoencoder, CTDenoiser, preset, save_model
 from ctdn.viz import panel
 
-from . import losses
+from . import losses, prior
 from .data import PairBank, datasets_for
 from .recipe import Recipe
 from .state import load_state, save_state
@@ -266,8 +266,19 @@ def _validate(model, items, stage: str, device, m: int) -> tuple[dict, list]:
     return res, shown
 
 
-def _optional_terms(r: Recipe, out: torch.Tensor, y: torch.Tensor, loss, terms: dict):
-    """Add the student's optional SSIM and gradient terms to ``loss`` (and ``terms``)."""
+def _recon(r: Recipe, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The student's reconstruction L1, weighted by tissue class when the recipe has the anatomy prior."""
+    if r.tissue_weights is not None:
+        return prior.tissue_l1(out, y, r.tissue_weights)
+    return F.l1_loss(out.float(), y)
+
+
+def _optional_terms(r: Recipe, out: torch.Tensor, y: torch.Tensor, loss, terms: dict, perc=None):
+    """Add the student's optional SSIM, gradient and perceptual terms to ``loss`` (and ``terms``)."""
+    if perc is not None:
+        pl = perc(out, y)
+        loss = loss + r.lambda_perc * pl
+        terms["perceptual"] = pl
     if r.student_ssim:
         ss = losses.ssim(out, y)
         loss = loss + r.student_ssim * (1 - ss)
@@ -322,6 +333,8 @@ def _stage(
         params = [p for n, p in model.named_parameters() if not n.startswith("decoder.")]
         total = r.student_steps or r.student_epochs * math.ceil(len(bank) / r.batch)
         teacher.requires_grad_(False).eval()
+    # The seed's RadImageNet prior: a frozen ResNet-50 from the user's file, outside the DDP wrapper.
+    perc = prior.PerceptualLoss(r.perceptual).to(device) if r.lambda_perc and stage != "teacher" else None
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=r.weight_decay)
     sched = _schedule(opt, total, r.warmup_steps)
     amp_dtype = None
@@ -354,19 +367,19 @@ def _stage(
                 terms = {"loss": loss, "l1": l1, "ssim": ss}
             elif stage == "finetune":
                 out_ = net(x, d)
-                l1 = F.l1_loss(out_.float(), y)
+                l1 = _recon(r, out_, y)
                 loss = l1
                 terms = {"l1": l1}
-                loss = _optional_terms(r, out_, y, loss, terms)
+                loss = _optional_terms(r, out_, y, loss, terms, perc)
             else:
                 with torch.no_grad():
                     ft = teacher.features(y)
                 fs, out_ = net(x, d)
                 lat = losses.feature_mse(fs, ft)
-                l1 = F.l1_loss(out_.float(), y)
+                l1 = _recon(r, out_, y)
                 loss = r.lambda_lat * lat + r.lambda_rec * l1
                 terms = {"loss": loss, "feat_mse": lat, "l1": l1}
-                loss = _optional_terms(r, out_, y, loss, terms)
+                loss = _optional_terms(r, out_, y, loss, terms, perc)
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"{stage} loss became {loss.item()} at step {step}; lower the lr or disable amp"
@@ -407,16 +420,16 @@ def _stage(
 
 
 _LATER = {
-    "teacher": ("student_", "lambda_", "finetune_"),
+    "teacher": ("student_", "lambda_", "finetune_", "tissue_weights", "perceptual", "teacher"),
     "student": ("finetune_",),
     "finetune": (),
 }
-_CADENCE = {"ckpt_every", "val_every", "log_every", "val_slices"}
+_LABELS = {"ckpt_every", "val_every", "log_every", "val_slices", "variant"}
 
 
 def _stage_keys(recipe: dict, stage: str) -> dict:
     """The recipe fields that decide ``stage``'s result (a resume must match them, not later stages')."""
-    return {k: v for k, v in recipe.items() if k not in _CADENCE and not k.startswith(_LATER[stage])}
+    return {k: v for k, v in recipe.items() if k not in _LABELS and not k.startswith(_LATER[stage])}
 
 
 STAGES = ("teacher", "student", "finetune")
@@ -447,6 +460,7 @@ def train(r: Recipe, out, *, stages=STAGES, cache=None, device=None, progress=Tr
 
 
 def _train(r: Recipe, out: Path, stages, cache, device, progress: bool, export, ddp: _Dist) -> Path:
+    _check_priors(r)  # before hours of teacher training, not after
     out.mkdir(parents=True, exist_ok=True)
     cached = cache is not None  # rank 0 simulates the pairs into the cache, then the others read them
     with ddp.rank0_first(cached):
@@ -487,7 +501,13 @@ def _train(r: Recipe, out: Path, stages, cache, device, progress: bool, export, 
             return _scratch(r, out, bank, val_items, device, log, progress, summary, desc, where, export, ddp)
         teacher_file = out / "teacher.safetensors"
         teacher = None
-        if "teacher" in stages or not teacher_file.exists():
+        if r.teacher:  # a teacher trained elsewhere (e.g. shared by the study's NAFNet variants)
+            teacher_file = Path(r.teacher)
+            if not teacher_file.is_file():
+                raise InputError(f"teacher file {teacher_file} not found (recipe field 'teacher')")
+            teacher = _load_teacher(teacher_file, r, device)
+            summary["teacher"] = {"from": str(teacher_file.resolve()), "sha256": _sha256(teacher_file)}
+        elif "teacher" in stages or not teacher_file.exists():
             # Every process keeps the teacher it trained (DDP keeps the copies equal); rank 0 saves it.
             teacher, res, secs, steps = _stage("teacher", r, out, bank, val_items, device, log, progress, ddp)
             summary["teacher"] = {"steps": steps, "seconds": secs, "val": res, "device": where}
@@ -527,10 +547,34 @@ def _train(r: Recipe, out: Path, stages, cache, device, progress: bool, export, 
         log.close()
 
 
+def _check_priors(r: Recipe) -> None:
+    from ctdn.hu import TISSUES
+
+    if r.tissue_weights is not None and (
+        len(r.tissue_weights) != len(TISSUES) or min(r.tissue_weights) < 0 or max(r.tissue_weights) <= 0
+    ):
+        raise InputError(
+            f"tissue_weights needs {len(TISSUES)} non-negative values ({', '.join(TISSUES.values())}), "
+            f"not all zero; got {r.tissue_weights}"
+        )
+    if r.lambda_perc:
+        prior.load_backbone(r.perceptual)  # a missing or wrong weights file fails now
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def _model_meta(r: Recipe, desc: dict, bank: PairBank, summary: dict, stages: list[str], res: dict) -> dict:
     """What a trained model's checkpoint says about how it was made."""
     return {
-        "name": r.model,
+        "name": r.variant or r.model,
         "data": desc,
         "doses_seen": bank.doses,
         "dose_semantics": "fraction of a routine full dose (about 10 HU soft-tissue noise at 1.0)",

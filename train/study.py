@@ -5,7 +5,7 @@ running, one after the other (the NAFNet variants reuse the ``nafnet`` run's tea
 
     ctdn-train --recipe study --variant nafnet --out runs/study/nafnet --cache cache
     ctdn-train --recipe study --variant nafnet-prior --out runs/study/nafnet-prior --cache cache \\
-        --set teacher=runs/study/nafnet/teacher.safetensors
+        --teacher runs/study/nafnet/teacher.safetensors
     ...
     ctdn-evaluate --model nafnet=runs/study/nafnet/student.safetensors ... --out docs/study
 
@@ -57,16 +57,14 @@ def commands(
     teacher = str(Path(out) / "nafnet" / "teacher.safetensors")
     cmds, models = [], []
     for v in variants:
-        sets = []
+        extra = []
         if v in _SHARES_NAFNET_TEACHER and "nafnet" in variants:
-            sets.append(f"teacher={teacher}")
+            extra += ["--teacher", teacher]
         if v == "nafnet-radimagenet":
-            sets.append(f"perceptual={perceptual}")
+            extra += ["--set", f"perceptual={perceptual}"]
         run = str(Path(out) / v)
-        cmds.append(
-            ["ctdn-train", "--recipe", base, "--variant", v, "--out", run, *common, "--quiet"]
-            + (["--set", *sets] if sets else [])
-        )
+        cmd = ["ctdn-train", "--recipe", base, "--variant", v, "--out", run, *common, "--quiet"]
+        cmds.append(cmd + extra)
         models += ["--model", f"{v}={Path(run) / 'student.safetensors'}"]
     size = RECIPES[base].synthetic.get("size", 512)
     ev = ["ctdn-evaluate", *models, "--out", report, "--size", str(size)]
