@@ -49,6 +49,7 @@ def _csv(path):
 def test_every_file_is_written(report):
     res, out, _ = report
     want = ["per_slice.csv", "summary.csv", "summary.md", "results.json", "psnr_vs_dose.png", "index.html"]
+    want += ["paired.csv"]  # the other rows against the (first) model, slice by slice
     want += [f"panels/dose-{d * 100:g}.png" for d in DOSES]
     for f in want:
         assert (out / f).is_file() and (out / f).stat().st_size > 0, f
@@ -156,6 +157,7 @@ def test_cli_error_cases(tmp_path, tiny_model, capsys):
         (["--model", str(tiny_model), "--doses", "0.1,abc"], "doses"),
         (["--model", str(tiny_model), "--baselines", "nlmeans,wiener"], "unknown baseline"),
         (["--model", str(tiny_model), "--data", "nifti:/x"], "data must be"),
+        (["--model", f"a={tiny_model}", "--paired", "b"], "--paired 'b' is not one of the models"),
     ]
     for args, msg in cases:
         assert ev.main([*args, "--out", out, "--quiet"]) == 2
@@ -251,3 +253,34 @@ def test_bm3d_row_on_one_small_slice(tmp_path):
     by = {(r["method"], r["metric"]): r["mean"] for r in res["summary"]}
     assert by[("bm3d", "rmse_hu")] < by[("input", "rmse_hu")]
     assert res["methods"] == ["input", "bm3d"] and res["tuned"]["0.25"]["noise_std_hu"] > 0
+
+
+def test_paired_differences_are_per_slice_method_minus_reference(report):
+    res, out, _ = report
+    rows = _csv(out / "per_slice.csv")
+    paired = _csv(out / "paired.csv")
+    assert {r["vs"] for r in paired} == {"t"} and {r["method"] for r in paired} == {"input", "nlmeans", "tv"}
+    for d in DOSES:
+        ref = {r["id"]: float(r["psnr"]) for r in rows if float(r["dose"]) == d and r["method"] == "t"}
+        tv = [r for r in rows if float(r["dose"]) == d and r["method"] == "tv"]
+        diffs = [float(r["psnr"]) - ref[r["id"]] for r in tv]
+        got = next(
+            r for r in paired if float(r["dose"]) == d and r["method"] == "tv" and r["metric"] == "psnr"
+        )
+        n, mean, lo, hi = ev.mean_ci(diffs)
+        assert int(got["n"]) == n == 2
+        assert float(got["mean"]) == pytest.approx(mean, abs=1e-9)
+        assert float(got["ci_lo"]) == pytest.approx(lo, abs=1e-9)
+    assert "paired differences, method - t" in (out / "summary.md").read_text()
+
+
+def test_paired_differences_remove_the_slice_spread():
+    rows = []
+    for i, level in enumerate((30.0, 40.0, 50.0, 60.0)):  # very different slices ...
+        rows.append({"dose": 0.1, "method": "a", "id": str(i), "psnr": level})
+        rows.append({"dose": 0.1, "method": "b", "id": str(i), "psnr": level + 1.0 + 0.01 * i})
+    (p,) = ev.paired_differences(rows, [0.1], ["a", "b"], "a", ["psnr"])
+    assert p["method"] == "b" and p["vs"] == "a" and p["n"] == 4
+    assert p["mean"] == pytest.approx(1.015) and 0.9 < p["ci_lo"] < 1.015 < p["ci_hi"] < 1.1  # ... same gain
+    _, _, lo, hi = ev.mean_ci([r["psnr"] for r in rows if r["method"] == "b"])
+    assert hi - lo > 20  # unpaired, the same data says nothing

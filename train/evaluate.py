@@ -48,7 +48,16 @@ from ctdn.viz import panel
 
 from . import quality
 
-__all__ = ["evaluate", "score", "tissue_rmse", "mean_ci", "main", "BASELINES", "METRICS"]
+__all__ = [
+    "evaluate",
+    "score",
+    "tissue_rmse",
+    "mean_ci",
+    "paired_differences",
+    "main",
+    "BASELINES",
+    "METRICS",
+]
 
 BASELINES = ("nlmeans", "tv", "bm3d")
 LABELS = {"input": "LDCT input", "nlmeans": "NL-means", "tv": "TV", "bm3d": "BM3D"}
@@ -68,6 +77,8 @@ METRICS = (
 )
 PHANTOM_ONLY = ("noise_std", "uniform_dhu", "lesion_contrast")
 TISSUE_METRICS = tuple((f"rmse_hu_{name}", name.replace("_", " ")) for name in TISSUES.values())
+# Metrics of the paired comparison (method - reference model on the same slices).
+PAIRED = ("psnr", "ssim", "rmse_hu", "psnr_soft", "rmse_hu_soft_tissue", "noise_std", "lesion_contrast")
 DIFF_HU = 50.0  # |difference| maps are drawn on [0, DIFF_HU] HU
 CONFIDENCE = 0.95
 
@@ -119,6 +130,34 @@ def mean_ci(values, confidence: float = CONFIDENCE) -> tuple[int, float, float, 
         return n, mean, math.nan, math.nan
     half = float(stats.t.ppf((1 + confidence) / 2, n - 1) * v.std(ddof=1) / math.sqrt(n))
     return n, mean, mean - half, mean + half
+
+
+def paired_differences(rows: list[dict], doses, methods, ref: str, keys) -> list[dict]:
+    """Per dose, method and metric: the mean and 95 % CI of (method - ``ref``) over the slices both
+    scored. Pairing removes the slice-to-slice spread (a head is easier than a thorax for every
+    method), which dominates the unpaired intervals."""
+    out = []
+    for d in doses:
+        base = {r["id"]: r for r in rows if r["dose"] == d and r["method"] == ref}
+        for m in methods:
+            if m == ref:
+                continue
+            sel = [r for r in rows if r["dose"] == d and r["method"] == m and r["id"] in base]
+            for k in keys:
+                n, mean, lo, hi = mean_ci([r[k] - base[r["id"]][k] for r in sel])
+                out.append(
+                    {
+                        "dose": d,
+                        "method": m,
+                        "vs": ref,
+                        "metric": k,
+                        "n": n,
+                        "mean": mean,
+                        "ci_lo": lo,
+                        "ci_hi": hi,
+                    }
+                )
+    return out
 
 
 # -- inputs ---------------------------------------------------------------------------------------
@@ -385,6 +424,7 @@ def evaluate(
     split=(0.8, 0.1, 0.1),
     device="cpu",
     progress: bool = False,
+    paired_with: str | None = "",
 ) -> dict:
     """Score ``models`` ({name: path or shipped name}, or a list of specs) and the baselines; write
     the report into ``out`` and return what ``results.json`` holds.
@@ -393,10 +433,15 @@ def evaluate(
     slices; 0: all of them). ``tune_slices``: slices that tune TV and NL-means per dose (real data:
     from the validation patients). ``seed``/``split``: the patient split of real data (as
     ``ctdn-train``'s ``seed``/``split``). ``cache``: folder for simulated pairs, tuned settings and
-    baseline outputs.
+    baseline outputs. ``paired_with``: the model every other row is compared with slice by slice
+    (default ``""``: the first model; None: no paired comparison).
     """
     t0 = time.perf_counter()
     models = _check_models(models)
+    if paired_with == "":
+        paired_with = next(iter(models), None)
+    if paired_with is not None and paired_with not in models:
+        raise InputError(f"--paired {paired_with!r} is not one of the models ({', '.join(models) or 'none'})")
     doses = _parse_doses(doses)
     base_methods = _parse_baselines(baselines)
     for what, v, low in (
@@ -476,6 +521,8 @@ def evaluate(
                 summary.append(
                     {"dose": d, "method": m, "metric": key, "n": n, "mean": mean, "ci_lo": lo, "ci_hi": hi}
                 )
+    pkeys = [k for k in PAIRED if k in keys]
+    paired = [] if paired_with is None else paired_differences(rows, doses, methods, paired_with, pkeys)
     res = {
         "data": desc,
         "doses": list(doses),
@@ -492,6 +539,8 @@ def evaluate(
         "warnings": sorted(set(warnings)),
         "seconds_per_slice": {m: float(np.mean(v)) for m, v in timing.items()},
         "summary": summary,
+        "paired_with": paired_with,
+        "paired": paired,
     }
     out.mkdir(parents=True, exist_ok=True)
     files = _write_report(out, res, rows, keys, images)
@@ -539,6 +588,10 @@ def _write_report(out: Path, res: dict, rows: list[dict], keys: list[str], image
         out / "summary.csv", ["dose", "method", "metric", "n", "mean", "ci_lo", "ci_hi"], res["summary"]
     )
     files = ["per_slice.csv", "summary.csv", "summary.md", "results.json", "psnr_vs_dose.png"]
+    if res["paired"]:
+        header = ["dose", "method", "vs", "metric", "n", "mean", "ci_lo", "ci_hi"]
+        _write_csv(out / "paired.csv", header, res["paired"])
+        files.insert(2, "paired.csv")
     psnr_plot(res, out / "psnr_vs_dose.png")
     for d, per in images.items():
         if not per["reference"]:
@@ -693,6 +746,23 @@ def _tables(res: dict):
             ["method", *[lab for _, lab, _ in main]],
             [[res["labels"][m], *[_cell(by.get((d, m, k)), f) for k, _, f in main]] for m in res["methods"]],
         )
+        if res.get("paired"):
+            pby = {(r["dose"], r["method"], r["metric"]): r for r in res["paired"]}
+            pk = [
+                (k, lab, f)
+                for k, lab, f in METRICS + (("rmse_hu_soft_tissue", "RMSE soft tissue (HU)", ".2f"),)
+                if k in {r["metric"] for r in res["paired"]}
+            ]
+            ref = res["paired_with"]
+            yield (
+                f"{_pct(d)} % dose: paired differences, method - {res['labels'].get(ref, ref)}, same slices",
+                ["method", *[f"Δ {lab}" for _, lab, _ in pk]],
+                [
+                    [res["labels"][m], *[_cell(pby.get((d, m, k)), f) for k, _, f in pk]]
+                    for m in res["methods"]
+                    if m != ref
+                ],
+            )
         yield (
             f"{_pct(d)} % dose: RMSE (HU) per tissue class of the reference",
             ["method", *[lab for _, lab in TISSUE_METRICS]],
@@ -757,6 +827,12 @@ def _description(res: dict) -> list[str]:
                 if data["phantoms"]
                 else " (1.4826 x MAD of LDCT - NDCT over soft tissue of the tuning slices)."
             )
+        )
+    if res.get("paired"):
+        lines.append(
+            f"Paired differences: per slice, the method's value minus `{res['paired_with']}`'s on the same "
+            "slice, then mean ± 95 % CI half-width over slices; an interval that excludes 0 is a "
+            "difference beyond the slice-to-slice spread."
         )
     if res["models"]:
         lines.append(
@@ -864,6 +940,12 @@ def main(argv=None) -> int:
     p.add_argument("--panels", type=int, default=1, help="slices shown in each dose's image panel")
     p.add_argument("--seed", type=int, default=0, help="patient-split seed for real data (as ctdn-train)")
     p.add_argument("--device", default="cpu", help="device the models run on")
+    p.add_argument(
+        "--paired",
+        default="",
+        metavar="NAME",
+        help="model the others are compared with slice by slice (default: the first; 'none': no comparison)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     a = p.parse_args(argv)
     try:
@@ -884,6 +966,7 @@ def main(argv=None) -> int:
             seed=a.seed,
             device=a.device,
             progress=not a.quiet,
+            paired_with=None if a.paired == "none" else a.paired,
         )
     except CTDNError as exc:
         print(f"ctdn-evaluate: error: {exc}", file=sys.stderr)

@@ -68,6 +68,8 @@ def commands(
         models += ["--model", f"{v}={Path(run) / 'student.safetensors'}"]
     size = RECIPES[base].synthetic.get("size", 512)
     ev = ["ctdn-evaluate", *models, "--out", report, "--size", str(size)]
+    if "nafnet" in variants:  # the seed's method is what every other variant is compared with
+        ev += ["--paired", "nafnet"]
     cmds.append(ev + (["--cache", cache] if cache else []) + list(eval_args))
     return cmds
 
