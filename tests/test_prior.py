@@ -29,8 +29,12 @@ def test_tissue_l1_weighs_each_class():
     w = torch.tensor([0.2, 1.0, 1.5, 3.0, 0.5])
     cls = tissue_classes(hu)
     assert set(cls.unique().tolist()) == {0, 1, 2, 3, 4}
-    want = (w[cls] * (out - tgt).abs()).sum() / w[cls].sum()
+    per_image = [(w[c] * (o - t).abs()).sum() / w[c].sum() for o, t, c in zip(out, tgt, cls, strict=True)]
+    want = torch.stack(per_image).mean()
     torch.testing.assert_close(tissue_l1(out, tgt, w.tolist()), want)
+    # a mean over the batch: the halves of a batch average to the whole (what DDP's shares do)
+    halves = (tissue_l1(out[:1], tgt[:1], w.tolist()) + tissue_l1(out[1:], tgt[1:], w.tolist())) / 2
+    torch.testing.assert_close(halves, want)
     # errors in soft tissue cost more than the same errors in air
     soft = out.clone()
     soft[cls == 3] = tgt[cls == 3]

@@ -23,17 +23,21 @@ __all__ = ["tissue_l1", "ResNet50Trunk", "load_backbone", "PerceptualLoss"]
 
 
 def tissue_l1(out: torch.Tensor, target: torch.Tensor, weights) -> torch.Tensor:
-    """sum(w * |out - target|) / sum(w), w the weight of each target pixel's tissue class.
+    """Per image sum(w * |out - target|) / sum(w), w the weight of each target pixel's tissue class,
+    then the mean over the batch.
 
     ``out`` and ``target`` are NCHW in the model's [-1, 1] window; ``weights`` has one value per
-    class of :data:`ctdn.hu.TISSUES`. Normalised by the weights so its scale matches plain L1.
+    class of :data:`ctdn.hu.TISSUES`. Normalised by the weights so its scale matches plain L1; per
+    image, so it is a mean over the batch like every other term (a DDP run's shares average to the
+    same loss as one process's whole batch).
     """
     if len(weights) != len(TISSUES):
         raise InputError(
             f"tissue_weights needs {len(TISSUES)} values ({', '.join(TISSUES.values())}), got {len(weights)}"
         )
     w = target.new_tensor(weights, dtype=torch.float32)[tissue_classes(unit_to_hu(target.float()))]
-    return (w * (out.float() - target.float()).abs()).sum() / w.sum().clamp_min(1e-12)
+    num = (w * (out.float() - target.float()).abs()).flatten(1).sum(1)
+    return (num / w.flatten(1).sum(1).clamp_min(1e-12)).mean()
 
 
 class _Bottleneck(nn.Module):
