@@ -115,3 +115,14 @@ def test_study_commands_share_the_nafnet_teacher_and_evaluate_every_variant():
         commands("runs/s", variants=["nafnet-radimagenet"])
     with_perc = commands("runs/s", perceptual="r50.pth")
     assert any("perceptual=r50.pth" in c for c in with_perc[-2])
+
+
+def test_study_commands_on_real_data_split_patients_like_training():
+    from ctdn.train.recipe import RECIPES
+    from ctdn.train.study import commands
+
+    cmds = commands("runs/p", base="paper", data="mayo:/data/mayo", variants=["nafnet", "unet"])
+    assert all(c[c.index("--data") + 1] == "mayo:/data/mayo" for c in cmds)
+    ev = cmds[-1]
+    assert ev[ev.index("--seed") + 1] == str(RECIPES["paper"].seed)
+    assert [c[c.index("--recipe") + 1] for c in cmds[:-1]] == ["paper", "paper"]

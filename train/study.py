@@ -42,6 +42,7 @@ def commands(
     variants=STUDY,
     perceptual: str | None = None,
     device: str | None = None,
+    data: str | None = None,
     eval_args: tuple[str, ...] = (),
 ) -> list[list[str]]:
     """The ``ctdn-train`` and ``ctdn-evaluate`` argument lists of the study, in order."""
@@ -54,6 +55,7 @@ def commands(
     if "nafnet-radimagenet" in variants and not perceptual:
         raise InputError("the nafnet-radimagenet variant needs --perceptual PATH (a ResNet-50 weights file)")
     common = [*(["--cache", cache] if cache else []), *(["--device", device] if device else [])]
+    common += ["--data", data] if data else []
     teacher = str(Path(out) / "nafnet" / "teacher.safetensors")
     cmds, models = [], []
     for v in variants:
@@ -68,6 +70,8 @@ def commands(
         models += ["--model", f"{v}={Path(run) / 'student.safetensors'}"]
     size = RECIPES[base].synthetic.get("size", 512)
     ev = ["ctdn-evaluate", *models, "--out", report, "--size", str(size)]
+    if data:  # real data: the same patient split as training (the recipe's seed)
+        ev += ["--data", data, "--seed", str(RECIPES[base].seed)]
     if "nafnet" in variants:  # the seed's method is what every other variant is compared with
         ev += ["--paired", "nafnet"]
     cmds.append(ev + (["--cache", cache] if cache else []) + list(eval_args))
@@ -83,6 +87,7 @@ def main(argv=None) -> int:
     p.add_argument("--variants", nargs="*", default=list(STUDY), help=f"default: {' '.join(STUDY)}")
     p.add_argument("--perceptual", help="ResNet-50 weights file: also trains nafnet-radimagenet")
     p.add_argument("--device", help="training device (default: CUDA when present)")
+    p.add_argument("--data", help="mayo:PATH or npy:PATH instead of the recipe's synthetic data")
     p.add_argument("--print", action="store_true", help="print the commands instead of running them")
     p.add_argument("eval_args", nargs=argparse.REMAINDER, help="after --: extra ctdn-evaluate arguments")
     a = p.parse_args(argv)
@@ -96,6 +101,7 @@ def main(argv=None) -> int:
             variants=a.variants,
             perceptual=a.perceptual,
             device=a.device,
+            data=a.data,
             eval_args=extra,
         )
     except CTDNError as exc:
