@@ -184,47 +184,6 @@ PRESETS: dict[str, ModelConfig] = {
         down="maxpool",
         up="tconv2",
     ),
-    # The six-model study on a 2-core CPU (docs/study.md): each of the above at about 1/4 of the
-    # widths, so that a teacher + student fits minutes, not days.
-    "study": ModelConfig(
-        widths=(16, 32, 64, 128), mid_blocks=4, latent=128, dec_mid_blocks=4, dose_dim=32
-    ),
-    "study-conv": ModelConfig(
-        arch="conv",
-        widths=(16, 32, 64, 128, 128),
-        enc_blocks=(0, 0, 0, 0),
-        mid_blocks=1,
-        latent=128,
-        dec_mid_blocks=0,
-        dec_blocks=(0, 0, 0, 0),
-        down="maxpool",
-        up="tconv2",
-        dose_dim=32,
-    ),
-    "study-resnet": ModelConfig(
-        arch="resnet",
-        widths=(16, 32, 64, 128),
-        enc_blocks=(1, 1, 1),
-        mid_blocks=1,
-        latent=128,
-        dec_mid_blocks=1,
-        dec_blocks=(0, 0, 0),
-        dose_dim=32,
-    ),
-    "study-unet": ModelConfig(
-        arch="conv",
-        widths=(16, 32, 64, 128),
-        enc_blocks=(1, 1, 1),
-        mid_blocks=1,
-        latent=128,
-        dec_mid_blocks=1,
-        dec_blocks=(1, 1, 1),
-        skips=(0, 1, 2),
-        merge="concat",
-        down="maxpool",
-        up="tconv2",
-        dose_dim=32,
-    ),
     # For tests and smoke runs only.
     "tiny": ModelConfig(
         widths=(8, 16),
@@ -241,6 +200,19 @@ PRESETS: dict[str, ModelConfig] = {
         film="all",
     ),
 }
+
+
+# The six-model study on a 2-core CPU (docs/study.md): each of the paper's encoders at about 1/4
+# of its widths, so that a teacher + student takes minutes, not days.
+_SMALL = {"latent": 128, "dose_dim": 32}
+PRESETS["study"] = PRESETS["paper"].replace(
+    widths=(16, 32, 64, 128), mid_blocks=4, dec_mid_blocks=4, **_SMALL
+)
+PRESETS["study-conv"] = PRESETS["paper-conv"].replace(widths=(16, 32, 64, 128, 128), **_SMALL)
+PRESETS["study-resnet"] = PRESETS["paper-resnet"].replace(
+    widths=(16, 32, 64, 128), mid_blocks=1, dec_mid_blocks=1, dec_blocks=(0, 0, 0), **_SMALL
+)
+PRESETS["study-unet"] = PRESETS["paper-unet"].replace(widths=(16, 32, 64, 128), **_SMALL)
 
 
 def preset(name: str, **changes) -> ModelConfig:
