@@ -280,6 +280,7 @@ def test_paired_differences_remove_the_slice_spread():
         rows.append({"dose": 0.1, "method": "a", "id": str(i), "psnr": level})
         rows.append({"dose": 0.1, "method": "b", "id": str(i), "psnr": level + 1.0 + 0.01 * i})
     (p,) = ev.paired_differences(rows, [0.1], ["a", "b"], "a", ["psnr"])
+    assert ev.paired_differences(rows, [0.1], ["a", "b"], "b", ["psnr"])[0]["mean"] == pytest.approx(-1.015)
     assert p["method"] == "b" and p["vs"] == "a" and p["n"] == 4
     assert p["mean"] == pytest.approx(1.015) and 0.9 < p["ci_lo"] < 1.015 < p["ci_hi"] < 1.1  # ... same gain
     _, _, lo, hi = ev.mean_ci([r["psnr"] for r in rows if r["method"] == "b"])

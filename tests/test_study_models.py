@@ -109,7 +109,9 @@ def test_study_commands_share_the_nafnet_teacher_and_evaluate_every_variant():
     flag = lambda c, f: c[c.index(f) + 1] if f in c else None  # noqa: E731
     shared = {flag(c, "--variant") for c in train if flag(c, "--teacher") == teacher}
     assert shared == {"nafnet-prior", "nafnet-nodose"}
-    assert ev[0] == "ctdn-evaluate" and ev.count("--model") == len(STUDY)
+    assert ev[0] == "ctdn-evaluate" and ev.count("--model") == 2 * len(STUDY)  # distilled and fine-tuned
+    assert "unet-ft=runs/s/unet/finetuned.safetensors" in ev
+    assert [ev[i + 1] for i, a in enumerate(ev) if a == "--paired"] == ["nafnet", "nafnet-ft"]
     assert ev[ev.index("--size") + 1] == "256"  # the study recipe's slice size
     with pytest.raises(InputError, match="perceptual"):
         commands("runs/s", variants=["nafnet-radimagenet"])

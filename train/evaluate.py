@@ -424,7 +424,7 @@ def evaluate(
     split=(0.8, 0.1, 0.1),
     device="cpu",
     progress: bool = False,
-    paired_with: str | None = "",
+    paired_with=(),
 ) -> dict:
     """Score ``models`` ({name: path or shipped name}, or a list of specs) and the baselines; write
     the report into ``out`` and return what ``results.json`` holds.
@@ -433,15 +433,20 @@ def evaluate(
     slices; 0: all of them). ``tune_slices``: slices that tune TV and NL-means per dose (real data:
     from the validation patients). ``seed``/``split``: the patient split of real data (as
     ``ctdn-train``'s ``seed``/``split``). ``cache``: folder for simulated pairs, tuned settings and
-    baseline outputs. ``paired_with``: the model every other row is compared with slice by slice
-    (default ``""``: the first model; None: no paired comparison).
+    baseline outputs. ``paired_with``: the model(s) every other row is compared with slice by
+    slice (a name or a list; default ``()``: the first model; None: no paired comparison).
     """
     t0 = time.perf_counter()
     models = _check_models(models)
-    if paired_with == "":
-        paired_with = next(iter(models), None)
-    if paired_with is not None and paired_with not in models:
-        raise InputError(f"--paired {paired_with!r} is not one of the models ({', '.join(models) or 'none'})")
+    if paired_with is None:
+        paired_with = []
+    elif isinstance(paired_with, str):
+        paired_with = [paired_with]
+    else:
+        paired_with = list(paired_with) or list(models)[:1]
+    for ref in paired_with:
+        if ref not in models:
+            raise InputError(f"--paired {ref!r} is not one of the models ({', '.join(models) or 'none'})")
     doses = _parse_doses(doses)
     base_methods = _parse_baselines(baselines)
     for what, v, low in (
@@ -522,7 +527,7 @@ def evaluate(
                     {"dose": d, "method": m, "metric": key, "n": n, "mean": mean, "ci_lo": lo, "ci_hi": hi}
                 )
     pkeys = [k for k in PAIRED if k in keys]
-    paired = [] if paired_with is None else paired_differences(rows, doses, methods, paired_with, pkeys)
+    paired = [p for ref in paired_with for p in paired_differences(rows, doses, methods, ref, pkeys)]
     res = {
         "data": desc,
         "doses": list(doses),
@@ -746,19 +751,18 @@ def _tables(res: dict):
             ["method", *[lab for _, lab, _ in main]],
             [[res["labels"][m], *[_cell(by.get((d, m, k)), f) for k, _, f in main]] for m in res["methods"]],
         )
-        if res.get("paired"):
-            pby = {(r["dose"], r["method"], r["metric"]): r for r in res["paired"]}
-            pk = [
-                (k, lab, f)
-                for k, lab, f in METRICS + (("rmse_hu_soft_tissue", "RMSE soft tissue (HU)", ".2f"),)
-                if k in {r["metric"] for r in res["paired"]}
-            ]
-            ref = res["paired_with"]
+        pby = {(r["dose"], r["method"], r["vs"], r["metric"]): r for r in res.get("paired", [])}
+        pk = [
+            (k, lab, f)
+            for k, lab, f in METRICS + (("rmse_hu_soft_tissue", "RMSE soft tissue (HU)", ".2f"),)
+            if k in {r["metric"] for r in res.get("paired", [])}
+        ]
+        for ref in res.get("paired_with", []):
             yield (
                 f"{_pct(d)} % dose: paired differences, method - {res['labels'].get(ref, ref)}, same slices",
                 ["method", *[f"Δ {lab}" for _, lab, _ in pk]],
                 [
-                    [res["labels"][m], *[_cell(pby.get((d, m, k)), f) for k, _, f in pk]]
+                    [res["labels"][m], *[_cell(pby.get((d, m, ref, k)), f) for k, _, f in pk]]
                     for m in res["methods"]
                     if m != ref
                 ],
@@ -830,9 +834,10 @@ def _description(res: dict) -> list[str]:
         )
     if res.get("paired"):
         lines.append(
-            f"Paired differences: per slice, the method's value minus `{res['paired_with']}`'s on the same "
-            "slice, then mean ± 95 % CI half-width over slices; an interval that excludes 0 is a "
-            "difference beyond the slice-to-slice spread."
+            "Paired differences: per slice, the method's value minus the reference model's ("
+            + ", ".join(f"`{r}`" for r in res["paired_with"])
+            + ") on the same slice, then mean ± 95 % CI half-width over slices; an interval that "
+            "excludes 0 is a difference beyond the slice-to-slice spread."
         )
     if res["models"]:
         lines.append(
@@ -942,9 +947,11 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu", help="device the models run on")
     p.add_argument(
         "--paired",
-        default="",
+        action="append",
+        default=[],
         metavar="NAME",
-        help="model the others are compared with slice by slice (default: the first; 'none': no comparison)",
+        help="model the others are compared with slice by slice (repeatable; default: the first model; "
+        "'none': no comparison)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     a = p.parse_args(argv)
@@ -966,7 +973,7 @@ def main(argv=None) -> int:
             seed=a.seed,
             device=a.device,
             progress=not a.quiet,
-            paired_with=None if a.paired == "none" else a.paired,
+            paired_with=None if a.paired == ["none"] else a.paired,
         )
     except CTDNError as exc:
         print(f"ctdn-evaluate: error: {exc}", file=sys.stderr)

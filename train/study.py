@@ -7,7 +7,8 @@ running, one after the other (the NAFNet variants reuse the ``nafnet`` run's tea
     ctdn-train --recipe study --variant nafnet-prior --out runs/study/nafnet-prior --cache cache \\
         --teacher runs/study/nafnet/teacher.safetensors
     ...
-    ctdn-evaluate --model nafnet=runs/study/nafnet/student.safetensors ... --out docs/study
+    ctdn-evaluate --model nafnet=runs/study/nafnet/student.safetensors \
+        --model nafnet-ft=runs/study/nafnet/finetuned.safetensors ... --out docs/study
 
 ``--print`` shows exactly those commands instead of running them. Re-running resumes: finished
 stages are not trained again.
@@ -68,12 +69,16 @@ def commands(
         cmd = ["ctdn-train", "--recipe", base, "--variant", v, "--out", run, *common, "--quiet"]
         cmds.append(cmd + extra)
         models += ["--model", f"{v}={Path(run) / 'student.safetensors'}"]
+        if RECIPES[base].finetune_steps > 0:
+            models += ["--model", f"{v}-ft={Path(run) / 'finetuned.safetensors'}"]
     size = RECIPES[base].synthetic.get("size", 512)
     ev = ["ctdn-evaluate", *models, "--out", report, "--size", str(size)]
     if data:  # real data: the same patient split as training (the recipe's seed)
         ev += ["--data", data, "--seed", str(RECIPES[base].seed)]
-    if "nafnet" in variants:  # the seed's method is what every other variant is compared with
+    if "nafnet" in variants:  # the seed's NAFNet is what every other variant is compared with
         ev += ["--paired", "nafnet"]
+        if RECIPES[base].finetune_steps > 0:
+            ev += ["--paired", "nafnet-ft"]
     cmds.append(ev + (["--cache", cache] if cache else []) + list(eval_args))
     return cmds
 
