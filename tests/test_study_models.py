@@ -128,3 +128,11 @@ def test_study_commands_on_real_data_split_patients_like_training():
     ev = cmds[-1]
     assert ev[ev.index("--seed") + 1] == str(RECIPES["paper"].seed)
     assert [c[c.index("--recipe") + 1] for c in cmds[:-1]] == ["paper", "paper"]
+
+
+def test_study_edge_applies_the_nafnet_variants_to_the_shipped_architecture():
+    for v in ("nafnet", "nafnet-prior", "nafnet-nodose"):
+        r = recipe("study-edge", variant=v)
+        assert r.model == "edge" and r.patch == recipe("study").patch
+    with pytest.raises(InputError, match="edge-conv"):
+        recipe("study-edge", variant="baseline")
