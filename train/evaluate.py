@@ -708,8 +708,15 @@ def psnr_plot(res: dict, path: Path, metric: str = "psnr") -> Path:
         fill="black",
         font=font,
     )
+    n, px0 = len(res["methods"]), px
     for i, m in enumerate(res["methods"]):
         c = _COLOURS[i % len(_COLOURS)]
+        square = (i // len(_COLOURS)) % 2 == 1  # colours repeat after 11 methods: squares then
+        dodge = (i - (n - 1) / 2) * min(3.0, 40.0 / max(n, 1))  # error bars side by side, not on top
+
+        def px(x: float, _dodge=dodge) -> float:
+            return px0(x) + _dodge
+
         pts = [(px(d * 100), py(by[(m, d)]["mean"])) for d in doses if np.isfinite(by[(m, d)]["mean"])]
         if len(pts) > 1:
             dr.line(pts, fill=c, width=2)
@@ -722,9 +729,10 @@ def psnr_plot(res: dict, path: Path, metric: str = "psnr") -> Path:
                 dr.line([x, py(r["ci_lo"]), x, py(r["ci_hi"])], fill=c, width=1)
                 for yy in (py(r["ci_lo"]), py(r["ci_hi"])):
                     dr.line([x - 4, yy, x + 4, yy], fill=c)
-            dr.ellipse([x - 4, y - 4, x + 4, y + 4], fill=c)
+            (dr.rectangle if square else dr.ellipse)([x - 4, y - 4, x + 4, y + 4], fill=c)
         ly = top + 10 + i * 22
         dr.line([left + pw + 15, ly, left + pw + 40, ly], fill=c, width=3)
+        (dr.rectangle if square else dr.ellipse)([left + pw + 24, ly - 4, left + pw + 32, ly + 4], fill=c)
         dr.text((left + pw + 46, ly), res["labels"][m], fill="black", font=font, anchor="lm")
     with atomic_path(path) as tmp:
         img.save(tmp, format="PNG")
