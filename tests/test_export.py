@@ -211,3 +211,21 @@ def test_onnx_meta_refuses_damaged_files_with_the_reason(onnx_file, tmp_path):
     onnx.save(proto, str(partial))
     with pytest.raises(InputError, match="metadata is incomplete or damaged.*ctdn.fingerprint"):
         export.onnx_meta(partial)
+
+
+@pytest.mark.parametrize("name", ["study-conv", "study-resnet", "study-unet"])
+def test_the_studys_other_encoders_export_and_match_torch(name, tmp_path):
+    torch.manual_seed(0)
+    m = build(name).eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    path = export.to_onnx(m, tmp_path / f"{name}.onnx")
+    onnx.checker.check_model(onnx.load(str(path)), full_check=True)
+    k = m.config.multiple
+    x = torch.rand(2, 1, 2 * k, 3 * k, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    d = torch.tensor([0.1, 0.7])
+    with torch.inference_mode():
+        ref = m(x, d).numpy()
+    got = _ort(path).run(None, {"x": x.numpy(), "dose": d.numpy()})[0]
+    assert np.abs(got - ref).max() < 1e-5
