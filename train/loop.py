@@ -602,14 +602,36 @@ def _scratch(r, out, bank, val_items, device, log, progress, summary, desc, wher
     return path
 
 
+# Fields a teacher does not use (it has no dose conditioning and is never residual).
+_STUDENT_ONLY = {"dose", "dose_dim", "film", "residual"}
+
+
 def _load_teacher(path: Path, r: Recipe, device) -> Autoencoder:
+    """The trained teacher in ``path``, checked against the recipe's model before its weights."""
     import safetensors.torch as st
 
-    model = Autoencoder(preset(r.model, **r.model_changes))
+    from ctdn.models import ModelConfig
+    from ctdn.models.checkpoint import read_any_meta
+
+    cfg = preset(r.model, **r.model_changes)
+    meta = read_any_meta(path)
+    if meta.get("kind") != "teacher":
+        raise InputError(
+            f"{path} holds a {meta.get('kind')!r} model, not a teacher: pass the teacher.safetensors "
+            "of a ctdn-train run"
+        )
+    theirs, ours = ModelConfig.from_dict(meta["config"]).to_dict(), cfg.to_dict()
+    differ = [k for k in ours if k not in _STUDENT_ONLY and theirs.get(k) != ours[k]]
+    if differ:
+        what = "; ".join(f"{k} {theirs.get(k)} (this recipe: {ours[k]})" for k in differ[:4])
+        raise InputError(
+            f"{path} does not hold this recipe's teacher: its model differs in {what}; "
+            f"train the teacher stage or pass a teacher of model {r.model!r}"
+        )
+    model = Autoencoder(cfg)
     try:
         model.load_state_dict(st.load_file(str(path)))
     except (RuntimeError, OSError) as exc:
-        raise InputError(
-            f"{path} does not hold this recipe's teacher ({exc}); train the teacher stage"
-        ) from exc
+        first = str(exc).strip().splitlines()[:2]
+        raise InputError(f"{path}: its weights do not fit this recipe's teacher ({' '.join(first)})") from exc
     return model.to(device).eval()

@@ -17,7 +17,7 @@ from ..errors import CTDNError, InputError, InputTypeError
 from .config import ModelConfig
 from .nafnet import Autoencoder, CTDenoiser
 
-__all__ = ["save_model", "load_model", "read_meta", "model_path", "WEIGHTS_DIR", "FORMAT"]
+__all__ = ["save_model", "load_model", "read_meta", "read_any_meta", "model_path", "WEIGHTS_DIR", "FORMAT"]
 
 FORMAT = "ctdn-model/1"
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -82,6 +82,17 @@ def model_path(name_or_path) -> Path:
 
 def read_meta(path) -> dict:
     """The metadata of a checkpoint, checked to be a ctdn student model."""
+    meta = read_any_meta(path)
+    if meta.get("kind") != "student":
+        raise InputError(
+            f"{path} holds a {meta.get('kind')!r} model, not a denoiser; use the student checkpoint "
+            "that ctdn-train writes at the end of stage 2"
+        )
+    return meta
+
+
+def read_any_meta(path) -> dict:
+    """The metadata of a ctdn checkpoint of any kind (student or teacher)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"model file not found: {path}")
@@ -100,11 +111,6 @@ def read_meta(path) -> dict:
         raise InputError(f"{path}: its ctdn metadata is not valid JSON ({exc})") from exc
     if meta.get("format") != FORMAT:
         raise InputError(f"{path} is in format {meta.get('format')!r}; this ctdn reads {FORMAT!r}")
-    if meta.get("kind") != "student":
-        raise InputError(
-            f"{path} holds a {meta.get('kind')!r} model, not a denoiser; use the student checkpoint "
-            "that ctdn-train writes at the end of stage 2"
-        )
     return meta
 
 
