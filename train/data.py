@@ -21,7 +21,7 @@ from ctdn.hu import hu_to_unit
 
 from .recipe import Recipe
 
-__all__ = ["PairBank", "datasets_for"]
+__all__ = ["PairBank", "datasets_for", "real_dataset"]
 
 _STAGE_SALT = {"teacher": 11, "student": 23, "finetune": 37}
 
@@ -45,13 +45,21 @@ def datasets_for(r: Recipe, cache: Path | None) -> tuple[object, object, dict]:
         val = SyntheticDataset(doses=r.doses, cache_dir=vdir, **vkw)
         desc = {"source": "synthetic", "train": train.meta(), "val": val.meta()}
         return train, val, desc
-    kind, _, path = r.data.partition(":")
-    if kind not in ("mayo", "npy") or not path:
-        raise InputError(f"data must be 'synthetic', 'mayo:PATH' or 'npy:PATH', got {r.data!r}")
-    ds = MayoDataset(path, dose_fraction=r.mayo_dose) if kind == "mayo" else NpyDataset(path, doses=r.doses)
-    parts = split_by_patient(ds.patients, r.split, seed=r.seed)
+    kind, path, ds, parts = real_dataset(
+        r.data, doses=r.doses, mayo_dose=r.mayo_dose, split=r.split, seed=r.seed
+    )
     desc = {"source": kind, "root": str(Path(path).resolve()), "split": parts}
     return ds.subset(parts["train"]), ds.subset(parts["val"]), desc
+
+
+def real_dataset(data: str, *, doses, mayo_dose: float, split, seed: int):
+    """(kind, path, dataset, patient split) of ``mayo:PATH`` or ``npy:PATH``: the split by patient that
+    ``ctdn-train`` trains on and ``ctdn-evaluate`` scores the test part of."""
+    kind, _, path = str(data).partition(":")
+    if kind not in ("mayo", "npy") or not path:
+        raise InputError(f"data must be 'synthetic', 'mayo:PATH' or 'npy:PATH', got {data!r}")
+    ds = MayoDataset(path, dose_fraction=mayo_dose) if kind == "mayo" else NpyDataset(path, doses=doses)
+    return kind, path, ds, split_by_patient(ds.patients, split, seed=seed)
 
 
 class PairBank:

@@ -37,7 +37,6 @@ from tqdm.auto import tqdm
 
 from ctdn import metrics
 from ctdn._atomic import atomic_path
-from ctdn.datasets import MayoDataset, NpyDataset, split_by_patient
 from ctdn.errors import CTDNError, InputError, MissingDependencyError
 from ctdn.hu import HU_MAX, HU_MIN, TISSUE_EDGES, TISSUES, tissue_classes
 from ctdn.inference import Denoiser
@@ -47,6 +46,7 @@ from ctdn.sim.simulator import dose_key
 from ctdn.viz import panel
 
 from . import quality
+from .data import real_dataset
 
 __all__ = [
     "evaluate",
@@ -302,18 +302,11 @@ def load_data(data: str, doses, *, n_test: int, n_tune: int, size: int, seed: in
             "key": f"synthetic-s{size}",
         }
         return test, tune, desc
-    kind, _, path = str(data).partition(":")
-    if kind not in ("mayo", "npy") or not path:
-        raise InputError(f"data must be 'synthetic', 'mayo:PATH' or 'npy:PATH', got {data!r}")
-    if kind == "mayo":
-        if len(doses) != 1:
-            raise InputError(
-                f"Mayo data has one low dose per patient: pass it as --doses (e.g. 0.25), got {list(doses)}"
-            )
-        ds = MayoDataset(path, dose_fraction=doses[0])
-    else:
-        ds = NpyDataset(path, doses=doses)
-    parts = split_by_patient(ds.patients, split, seed=seed)
+    if str(data).startswith("mayo:") and len(doses) != 1:
+        raise InputError(
+            f"Mayo data has one low dose per patient: pass it as --doses (e.g. 0.25), got {list(doses)}"
+        )
+    kind, path, ds, parts = real_dataset(data, doses=doses, mayo_dose=doses[0], split=split, seed=seed)
     if not parts["test"]:
         raise InputError(f"the test split of {path} is empty")
     test = _real_records(ds, parts["test"], doses, n_test)
