@@ -548,15 +548,8 @@ def _train(r: Recipe, out: Path, stages, cache, device, progress: bool, export, 
 
 
 def _check_priors(r: Recipe) -> None:
-    from ctdn.hu import TISSUES
-
-    if r.tissue_weights is not None and (
-        len(r.tissue_weights) != len(TISSUES) or min(r.tissue_weights) < 0 or max(r.tissue_weights) <= 0
-    ):
-        raise InputError(
-            f"tissue_weights needs {len(TISSUES)} non-negative values ({', '.join(TISSUES.values())}), "
-            f"not all zero; got {r.tissue_weights}"
-        )
+    if r.tissue_weights is not None:
+        prior.check_tissue_weights(r.tissue_weights)
     if r.lambda_perc:
         prior.load_backbone(r.perceptual)  # a missing or wrong weights file fails now
 

@@ -19,7 +19,17 @@ from torch import nn
 from ctdn.errors import InputError
 from ctdn.hu import TISSUES, tissue_classes, unit_to_hu
 
-__all__ = ["tissue_l1", "ResNet50Trunk", "load_backbone", "PerceptualLoss"]
+__all__ = ["check_tissue_weights", "tissue_l1", "ResNet50Trunk", "load_backbone", "PerceptualLoss"]
+
+
+def check_tissue_weights(weights) -> None:
+    """One weight per class of :data:`ctdn.hu.TISSUES`, none negative, not all zero."""
+    w = [float(v) for v in weights]
+    if len(w) != len(TISSUES) or min(w) < 0 or max(w) <= 0:
+        raise InputError(
+            f"tissue_weights needs {len(TISSUES)} values ({', '.join(TISSUES.values())}), non-negative "
+            f"and not all zero; got {tuple(weights)}"
+        )
 
 
 def tissue_l1(out: torch.Tensor, target: torch.Tensor, weights) -> torch.Tensor:
@@ -31,10 +41,7 @@ def tissue_l1(out: torch.Tensor, target: torch.Tensor, weights) -> torch.Tensor:
     image, so it is a mean over the batch like every other term (a DDP run's shares average to the
     same loss as one process's whole batch).
     """
-    if len(weights) != len(TISSUES):
-        raise InputError(
-            f"tissue_weights needs {len(TISSUES)} values ({', '.join(TISSUES.values())}), got {len(weights)}"
-        )
+    check_tissue_weights(weights)
     w = target.new_tensor(weights, dtype=torch.float32)[tissue_classes(unit_to_hu(target.float()))]
     num = (w * (out.float() - target.float()).abs()).flatten(1).sum(1)
     return (num / w.flatten(1).sum(1).clamp_min(1e-12)).mean()
