@@ -1,7 +1,9 @@
 """Fused Triton kernels for the NAFBlock (installed as ``ctdn.kernels``).
 
 ``fuse(model)`` returns the model with every NAFBlock (and the dose scale/shift in front of it)
-run by three fused kernels (``nafblock.py``), sharing the weights. Triton is optional (``pip install
+run by fused kernels (``nafblock.py``: three per block, five for blocks wider than 128 channels,
+32 in fp32), sharing the weights; ``python -m ctdn.kernels.resources`` compiles them for a GPU
+that is not there and reports their shared memory, registers and spills. Triton is optional (``pip install
 "ctdn[triton]"``): importing this package is cheap and never imports triton; ``fuse`` does.
 Kernels run on CUDA tensors, or on CPU tensors under ``TRITON_INTERPRET=1`` (exact but slow: for
 tests on small shapes).
@@ -30,12 +32,16 @@ def unavailable() -> str | None:
     return None
 
 
-def fuse(model: nn.Module) -> nn.Module:
+def fuse(model: nn.Module, path: str | None = None) -> nn.Module:
     """``model`` with every reference NAFBlock replaced by a ``FusedNAFBlock`` (weights shared).
 
     The caller's model is not changed: the returned one is a new module tree whose parameters and
     buffers are the same tensors. A ``CondBlock`` (dose FiLM + NAFBlock) becomes one fused block.
+    ``path``: ``"fused"`` (three kernels), ``"split"`` (five, for wide blocks) or None: by each
+    block's channel count and the input's dtype (``nafblock.path_for``).
     """
+    if path not in (None, "fused", "split"):
+        raise ValueError(f"path must be 'fused', 'split' or None, got {path!r}")
     why = unavailable()
     if why is not None:
         from ctdn.errors import MissingDependencyError
@@ -52,13 +58,15 @@ def fuse(model: nn.Module) -> nn.Module:
     def swap(parent: nn.Module) -> None:
         for name, child in parent.named_children():
             if isinstance(child, CondBlock) and isinstance(child.block, NAFBlock):
-                setattr(parent, name, FusedNAFBlock(child.block, child.film))
+                setattr(parent, name, FusedNAFBlock(child.block, child.film, path))
             elif isinstance(child, NAFBlock):
-                setattr(parent, name, FusedNAFBlock(child))
+                setattr(parent, name, FusedNAFBlock(child, path=path))
             else:
                 swap(child)
 
     if isinstance(out, NAFBlock) or (isinstance(out, CondBlock) and isinstance(out.block, NAFBlock)):
-        return FusedNAFBlock(out.block, out.film) if isinstance(out, CondBlock) else FusedNAFBlock(out)
+        if isinstance(out, CondBlock):
+            return FusedNAFBlock(out.block, out.film, path)
+        return FusedNAFBlock(out, path=path)
     swap(out)
     return out

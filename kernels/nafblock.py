@@ -1,6 +1,10 @@
-"""The fused NAFBlock forward: three Triton kernels, their launchers and the module that uses them.
+"""The fused NAFBlock forward: Triton kernels, their launchers and the module that uses them.
 
-One block (with its optional dose scale/shift, ``CondBlock``) in three passes over memory:
+One block (with its optional dose scale/shift, ``CondBlock``) takes one of two paths, chosen by the
+channel count C and the dtype (``path_for``):
+
+**fused** (C <= ``FUSED_MAX_C`` = 128 in fp16/bf16, ``FUSED_MAX_C_FP32`` = 32 in fp32): three
+passes over memory.
 
 1. ``_film_ln_expand``: FiLM (x * (1 + scale) + shift) -> LayerNorm2d -> 1x1 conv C -> 2C.
    Reads x (C), writes t (2C).
@@ -11,16 +15,36 @@ One block (with its optional dose scale/shift, ``CondBlock``) in three passes ov
    C -> 2C -> SimpleGate -> 1x1 conv5 -> + gamma * y. Reads g and x (FiLM recomputed: cheaper than
    storing it), writes the output (C).
 
-So 9 C values move per pixel against about 25 C for the eager block (every op reads and writes its
-tensor). NCHW in and out; a program owns a tile of ``BLOCK_P`` consecutive pixels of one image and
-all channels, padded to a power of two (at least 16, the smallest ``tl.dot``). LayerNorm statistics,
-dots and every intermediate are fp32 whatever the input dtype (NAFNet activations overflow fp16
-sums); fp16/bf16 inputs feed the dots in their own dtype (tensor cores), fp32 inputs in IEEE fp32
-(no TF32), so the fp32 path matches the reference to rounding.
+So 9 C values move per pixel against about 45 C for the eager block. A program owns ``BLOCK_P``
+consecutive pixels of one image and all channels (padded to a power of two, at least 16, the
+smallest ``tl.dot``), and loads whole ``[C, C]`` weight matrices.
 
-Block sizes are autotuned on a GPU over ``BLOCK_P`` in {32, 64, 128} and 4 or 8 warps, keyed by the
-channel count and image size, with tiles of more than 16K fp32 values pruned (register pressure at
-C = 256). Under ``TRITON_INTERPRET=1`` (CPU) one fixed config runs.
+**split** (wider C): that whole-channel tile does not fit a GPU at C = 256 (``paper``'s every
+block): compiled for an H100 in fp16 (``python -m ctdn.kernels.resources``), every config of
+passes 1 and 3 spills registers, 0.4-4.3 KiB per thread in pass 1 and 2.5-8.6 KiB in pass 3 (in
+fp32, from C = 64). The
+split path is the three 1x1-conv stages as GEMM kernels tiled over output channels, pixels and a K
+loop, with the normalisation, FiLM, gate and residuals in their prologues and epilogues:
+
+1. ``_ln_gemm``: t = conv1(LN(FiLM(x))), an output-channel tile per program. Reads x, writes t (2C).
+2. ``_dw_gate_pool`` as above.
+3. ``_gemm_res``: x1 = FiLM(x) + beta * conv3(g * attention). Reads g, x, writes x1 (C).
+4. ``_ln_gemm`` with the gate: h = SimpleGate(conv4(LN(x1))). Reads x1, writes h (C).
+5. ``_gemm_res``: out = x1 + gamma * conv5(h). Reads h, x1, writes out (C).
+
+14 C values per pixel: 5 more than the fused path, at the levels where the 1x1 convs' arithmetic,
+not memory, bounds the time. x1 and h are rounded to the input dtype between kernels, as the
+eager block rounds every tensor.
+
+Both paths: NCHW in and out; LayerNorm statistics (mean, then centred squares), dots and every
+intermediate in fp32 whatever the input dtype (NAFNet activations overflow fp16 sums); fp16/bf16
+inputs feed the dots in their own dtype (tensor cores), fp32 inputs in IEEE fp32 (no TF32), so the
+fp32 path matches the reference to rounding. Image offsets are int64 (N x C x H x W may pass 2^31).
+
+Block sizes are autotuned on a GPU over a small config space per kernel (``_fused_configs``,
+``_gemm_configs``, ``_dw_configs``), keyed by the channel count, image size and variant, pruned to
+what fits an H100 without spilling (measured by compiling, see ``ctdn.kernels.resources``). Under
+``TRITON_INTERPRET=1`` (CPU) one small fixed config per kernel runs (``INTERPRET_META``).
 """
 
 from __future__ import annotations
@@ -33,10 +57,15 @@ from . import interpreting
 
 __all__ = [
     "nafblock_forward",
+    "path_for",
     "film_ln_expand",
     "dw_gate_pool",
     "attention",
     "attn_proj_ffn",
+    "ln_gemm",
+    "gemm_res",
+    "plan",
+    "arg_types",
     "FusedNAFBlock",
 ]
 
@@ -44,23 +73,74 @@ __all__ = [
 # Fixed when this module is imported (TRITON_INTERPRET is read by triton at import time too).
 EMULATED_HALF_DOT = tl.constexpr(interpreting())
 
+# Widest C (padded to a power of two) the fused path runs; wider blocks take the split path. In
+# fp16/bf16 at CP = 128 the fused kernels fit an H100 with BLOCK_P = 32 only, at 256 no config does;
+# in fp32 (IEEE dots: twice the registers per operand) pass 3 spills with every config from CP = 64
+# (see docs/kernels.md, made by ``python -m ctdn.kernels.resources``).
+FUSED_MAX_C = 128
+FUSED_MAX_C_FP32 = 32
 
-def _configs():
+
+# --- autotuner config spaces (GPU) ---------------------------------------------------------------------
+def _fused_configs():
     return [triton.Config({"BLOCK_P": p}, num_warps=w) for p in (32, 64, 128) for w in (4, 8)]
 
 
-def _prune(configs, named_args, **kwargs):
+def _prune_fused(configs, named_args, **kwargs):
+    # A [CP, BLOCK_P] fp32 tile lives in registers: keep at most 16 of its values per thread (8 with
+    # IEEE fp32 dots, whose operands are not packed halves). Compiled for an H100 every kept config is
+    # free of spills (ctdn.kernels.resources); of those dropped, the fp16 ones at CP = 128 spill
+    # 0.6-2.3 KiB per thread, the fp32 ones at CP = 32 24-768 B.
     cp = named_args.get("CP", kwargs.get("CP", 16))
-    kept = [c for c in configs if cp * c.kwargs["BLOCK_P"] <= 16384]
+    per_warp = 256 if named_args.get("IEEE", kwargs.get("IEEE", False)) else 512
+    kept = [c for c in configs if cp * c.kwargs["BLOCK_P"] <= per_warp * c.num_warps]
     return kept or configs[:1]
+
+
+def _gemm_configs():
+    # (BLOCK_O, BLOCK_P, warps) tiles that compile for an H100 without spilling in all four GEMM
+    # variants (plain and gated _ln_gemm, _gemm_res with and without a FiLM'd residual; measured with
+    # ctdn.kernels.resources). fp16/bf16: K chunks of 32, three pipeline stages (the K loop's loads
+    # overlap the dots); 128 x 64 and 64 x 128 need 8 warps, 128 x 128 spills with any. fp32 (IEEE
+    # dots, no tensor cores): a [BLOCK_O, BLOCK_K] fp32 operand is twice the registers, so K chunks of
+    # 8 and two stages; 64 x 64 spills there even so.
+    half = [(64, 64, 4), (128, 64, 8), (64, 128, 8), (32, 64, 4), (32, 128, 4)]
+    ieee = [(32, 32, 4), (32, 64, 4), (64, 32, 4), (32, 128, 8), (128, 32, 8)]
+
+    def cfg(o, p, w, k, stages):
+        return triton.Config({"BLOCK_O": o, "BLOCK_P": p, "BLOCK_K": k}, num_warps=w, num_stages=stages)
+
+    return [cfg(*t, 32, 3) for t in half] + [cfg(*t, 8, 2) for t in ieee]
+
+
+def _prune_gemm(configs, named_args, **kwargs):
+    # The fp32 set (BLOCK_K = 8) for IEEE dots, the fp16/bf16 set (BLOCK_K = 32) otherwise.
+    ieee = bool(named_args.get("IEEE", kwargs.get("IEEE", False)))
+    return [c for c in configs if (c.kwargs["BLOCK_K"] == 8) == ieee]
+
+
+def _dw_configs():
+    # [BLOCK_C, BLOCK_P] tiles: several channels per program keep enough programs in flight at batch 1
+    # (a 64 x 64 level is 16-32 pixel tiles) and give each load instruction more than one row. The taps
+    # are a loop, not unrolled: unrolled, ptxas hoists all 18 loads and spills even at 2 x 256.
+    return [triton.Config({"BLOCK_C": c, "BLOCK_P": p}, num_warps=4) for c in (2, 4, 8) for p in (128, 256)]
+
+
+# Under the interpreter: small tiles, so the tests' shapes cross tile edges in every direction.
+INTERPRET_META = {
+    "fused": {"BLOCK_P": 64},
+    "gemm": {"BLOCK_O": 16, "BLOCK_P": 32, "BLOCK_K": 16},
+    "dw": {"BLOCK_C": 16, "BLOCK_P": 64},
+}
 
 
 # --- shared pieces ----------------------------------------------------------------------------------
 @triton.jit
-def _load_tile(ptr, base, offs_c, offs_p, C, HW):
-    """[CP, BLOCK_P] fp32 tile of channels offs_c and pixels offs_p of one image (zeros outside)."""
+def _load_tile(img, offs_c, offs_p, C, HW):
+    """[len(offs_c), len(offs_p)] fp32 tile of channels offs_c and pixels offs_p of the image at
+    ``img`` (zeros outside)."""
     m = (offs_c[:, None] < C) & (offs_p[None, :] < HW)
-    return tl.load(ptr + base + offs_c[:, None] * HW + offs_p[None, :], mask=m, other=0.0).to(tl.float32)
+    return tl.load(img + offs_c[:, None] * HW + offs_p[None, :], mask=m, other=0.0).to(tl.float32)
 
 
 @triton.jit
@@ -70,14 +150,14 @@ def _vec(ptr, offs, n):
 
 @triton.jit
 def _film(x, rows_ptr, offs_c, C):
-    """The dose FiLM on an fp32 [CP, P] tile; rows_ptr: this image's [1 + scale | shift] (2C fp32)."""
+    """The dose FiLM on an fp32 [c, P] tile; rows_ptr: this image's [1 + scale | shift] (2C fp32)."""
     return x * _vec(rows_ptr, offs_c, C)[:, None] + _vec(rows_ptr + C, offs_c, C)[:, None]
 
 
 @triton.jit
 def _input_tile(x_ptr, film_ptr, n, offs_c, offs_p, C, HW, HAS_FILM: tl.constexpr):
-    """Image n's [CP, BLOCK_P] fp32 tile of the block input, the dose FiLM applied when there is one."""
-    x = _load_tile(x_ptr, n * C * HW, offs_c, offs_p, C, HW)
+    """Image n's fp32 tile of channels offs_c of the block input, the dose FiLM applied if any."""
+    x = _load_tile(x_ptr + n * C * HW, offs_c, offs_p, C, HW)
     if HAS_FILM:
         x = _film(x, film_ptr + n * 2 * C, offs_c, C)
     return x
@@ -94,15 +174,16 @@ def _layernorm(x, w, b, cmask, C, eps):
 
 
 @triton.jit
-def _matmul(w_ptr, row0, offs_c, C, K, x, DT: tl.constexpr, IEEE: tl.constexpr):
-    """W[row0:row0+C, :K] @ x for an fp32 [KP, P] tile x; fp32 result [CP, P].
+def _wdot(w_ptr, offs_r, R, offs_k, K, x, DT: tl.constexpr, IEEE: tl.constexpr):
+    """W[offs_r, offs_k] @ x, W row-major with K columns, rows >= R and columns >= K read as 0;
+    x an fp32 [len(offs_k), P] tile; fp32 result.
 
     IEEE: fp32 operands, no TF32. Otherwise operands rounded to DT (fp16/bf16) with fp32 accumulation:
     tensor cores on a GPU; under the interpreter, whose bf16 dot is wrong (numpy has no bf16), the same
     numbers through an fp32 dot of the rounded operands (their products are exact in fp32).
     """
-    m = (offs_c[:, None] < C) & (offs_c[None, :] < K)
-    w = tl.load(w_ptr + (row0 + offs_c[:, None]) * K + offs_c[None, :], mask=m, other=0.0)
+    m = (offs_r[:, None] < R) & (offs_k[None, :] < K)
+    w = tl.load(w_ptr + offs_r[:, None] * K + offs_k[None, :], mask=m, other=0.0)
     if IEEE:
         return tl.dot(w.to(tl.float32), x, input_precision="ieee")
     if EMULATED_HALF_DOT:
@@ -110,14 +191,20 @@ def _matmul(w_ptr, row0, offs_c, C, K, x, DT: tl.constexpr, IEEE: tl.constexpr):
     return tl.dot(w.to(DT), x.to(DT))
 
 
-# --- pass 1 -------------------------------------------------------------------------------------------
+@triton.jit
+def _matmul(w_ptr, row0, offs_c, C, K, x, DT: tl.constexpr, IEEE: tl.constexpr):
+    """W[row0:row0+C, :K] @ x for an fp32 [KP, P] tile x (the fused path's square blocks)."""
+    return _wdot(w_ptr, row0 + offs_c, row0 + C, offs_c, K, x, DT, IEEE)
+
+
+# --- fused pass 1 -------------------------------------------------------------------------------------
 @triton.jit
 def _film_ln_expand(
     x_ptr, film_ptr, lnw_ptr, lnb_ptr, w1_ptr, b1_ptr, t_ptr,
     C, HW, eps,
     HAS_FILM: tl.constexpr, IEEE: tl.constexpr, CP: tl.constexpr, BLOCK_P: tl.constexpr,
 ):  # fmt: skip
-    n = tl.program_id(1)
+    n = tl.program_id(1).to(tl.int64)
     offs_p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
     offs_c = tl.arange(0, CP)
     cmask = offs_c < C
@@ -125,49 +212,53 @@ def _film_ln_expand(
     xn = _layernorm(x, _vec(lnw_ptr, offs_c, C), _vec(lnb_ptr, offs_c, C), cmask, C, eps)
     DT = t_ptr.dtype.element_ty
     smask = cmask[:, None] & (offs_p[None, :] < HW)
-    base = n * 2 * C * HW + offs_c[:, None] * HW + offs_p[None, :]
+    t_img = t_ptr + n * 2 * C * HW
     for half in tl.static_range(2):
         t = _matmul(w1_ptr, half * C, offs_c, C, C, xn, DT, IEEE)
         t += _vec(b1_ptr + half * C, offs_c, C)[:, None]
-        tl.store(t_ptr + base + half * C * HW, t.to(DT), mask=smask)
+        tl.store(t_img + (half * C + offs_c[:, None]) * HW + offs_p[None, :], t.to(DT), mask=smask)
 
 
-# --- pass 2 -------------------------------------------------------------------------------------------
+# --- pass 2 (both paths) ------------------------------------------------------------------------------
 @triton.jit
 def _dw_gate_pool(
     t_ptr, w2_ptr, b2_ptr, g_ptr, part_ptr,
     C, H, W, T,
-    BLOCK_P: tl.constexpr,
+    BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
 ):  # fmt: skip
-    n = tl.program_id(1)
     tile = tl.program_id(0)
+    n = tl.program_id(1).to(tl.int64)
     HW = H * W
     offs_p = tile * BLOCK_P + tl.arange(0, BLOCK_P)
+    offs_c = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
     pmask = offs_p < HW
+    cmask = offs_c < C
     h = offs_p // W
     w = offs_p % W
+    acc_a = tl.zeros([BLOCK_C, BLOCK_P], dtype=tl.float32) + _vec(b2_ptr, offs_c, C)[:, None]
+    acc_b = tl.zeros([BLOCK_C, BLOCK_P], dtype=tl.float32) + _vec(b2_ptr + C, offs_c, C)[:, None]
+    t_img = t_ptr + n * 2 * C * HW  # int64 image offset once; int32 offsets inside the image
+    ptr_a = t_img + offs_c[:, None] * HW + offs_p[None, :]  # the centre tap; the others are shifts
+    ptr_b = ptr_a + C * HW
+    for k in range(9):
+        hh = h + (k // 3 - 1)
+        ww = w + (k % 3 - 1)
+        m = cmask[:, None] & (pmask & (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W))[None, :]
+        shift = (k // 3 - 1) * W + (k % 3 - 1)
+        va = tl.load(ptr_a + shift, mask=m, other=0.0).to(tl.float32)
+        vb = tl.load(ptr_b + shift, mask=m, other=0.0).to(tl.float32)
+        acc_a += va * tl.load(w2_ptr + offs_c * 9 + k, mask=cmask, other=0.0).to(tl.float32)[:, None]
+        acc_b += vb * tl.load(w2_ptr + (C + offs_c) * 9 + k, mask=cmask, other=0.0).to(tl.float32)[:, None]
     DT = g_ptr.dtype.element_ty
-    for c in range(0, C):
-        acc_a = tl.zeros([BLOCK_P], dtype=tl.float32) + tl.load(b2_ptr + c).to(tl.float32)
-        acc_b = tl.zeros([BLOCK_P], dtype=tl.float32) + tl.load(b2_ptr + C + c).to(tl.float32)
-        base_a = (n * 2 * C + c) * HW
-        base_b = (n * 2 * C + C + c) * HW
-        for k in tl.static_range(9):
-            hh = h + (k // 3 - 1)
-            ww = w + (k % 3 - 1)
-            m = pmask & (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W)
-            q = hh * W + ww
-            va = tl.load(t_ptr + base_a + q, mask=m, other=0.0).to(tl.float32)
-            vb = tl.load(t_ptr + base_b + q, mask=m, other=0.0).to(tl.float32)
-            acc_a += va * tl.load(w2_ptr + c * 9 + k).to(tl.float32)
-            acc_b += vb * tl.load(w2_ptr + (C + c) * 9 + k).to(tl.float32)
-        g = (acc_a * acc_b).to(DT)
-        tl.store(g_ptr + (n * C + c) * HW + offs_p, g, mask=pmask)
-        # The pool sums g as stored (rounded to its dtype), as the reference pools its tensor.
-        tl.store(part_ptr + (n * T + tile) * C + c, tl.sum(tl.where(pmask, g.to(tl.float32), 0.0), axis=0))
+    g = (acc_a * acc_b).to(DT)
+    smask = cmask[:, None] & pmask[None, :]
+    tl.store(g_ptr + n * C * HW + offs_c[:, None] * HW + offs_p[None, :], g, mask=smask)
+    # The pool sums g as stored (rounded to its dtype), as the reference pools its tensor.
+    part = tl.sum(tl.where(smask, g.to(tl.float32), 0.0), axis=1)
+    tl.store(part_ptr + (n * T + tile) * C + offs_c, part, mask=cmask)
 
 
-# --- pass 3 -------------------------------------------------------------------------------------------
+# --- fused pass 3 -------------------------------------------------------------------------------------
 @triton.jit
 def _attn_proj_ffn(
     x_ptr, film_ptr, g_ptr, att_ptr, w3_ptr, b3_ptr, beta_ptr, lnw_ptr, lnb_ptr,
@@ -175,13 +266,13 @@ def _attn_proj_ffn(
     C, HW, eps,
     HAS_FILM: tl.constexpr, IEEE: tl.constexpr, CP: tl.constexpr, BLOCK_P: tl.constexpr,
 ):  # fmt: skip
-    n = tl.program_id(1)
+    n = tl.program_id(1).to(tl.int64)
     offs_p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
     offs_c = tl.arange(0, CP)
     cmask = offs_c < C
     DT = out_ptr.dtype.element_ty
     x = _input_tile(x_ptr, film_ptr, n, offs_c, offs_p, C, HW, HAS_FILM)
-    g = _load_tile(g_ptr, n * C * HW, offs_c, offs_p, C, HW) * _vec(att_ptr + n * C, offs_c, C)[:, None]
+    g = _load_tile(g_ptr + n * C * HW, offs_c, offs_p, C, HW) * _vec(att_ptr + n * C, offs_c, C)[:, None]
     y = _matmul(w3_ptr, 0, offs_c, C, C, g, DT, IEEE) + _vec(b3_ptr, offs_c, C)[:, None]
     x = x + y * _vec(beta_ptr, offs_c, C)[:, None]
     xn = _layernorm(x, _vec(lnw_ptr, offs_c, C), _vec(lnb_ptr, offs_c, C), cmask, C, eps)
@@ -193,24 +284,164 @@ def _attn_proj_ffn(
     tl.store(out_ptr + n * C * HW + offs_c[:, None] * HW + offs_p[None, :], out.to(DT), mask=m)
 
 
-_TUNED = {
-    k: triton.autotune(_configs(), key=["C", "HW"], prune_configs_by={"early_config_prune": _prune})(k)
-    for k in (_film_ln_expand, _attn_proj_ffn)
+# --- split path: the 1x1 convs as tiled GEMMs ---------------------------------------------------------
+@triton.jit
+def _tile_ids(O, HW, BLOCK_O: tl.constexpr, BLOCK_P: tl.constexpr):
+    """(output rows, pixels) of this program: output tiles vary fastest, so the programs that read the
+    same input pixels run together and find them in L2."""
+    num_o = tl.cdiv(O, BLOCK_O)
+    pid = tl.program_id(0)
+    offs_o = (pid % num_o) * BLOCK_O + tl.arange(0, BLOCK_O)
+    offs_p = (pid // num_o) * BLOCK_P + tl.arange(0, BLOCK_P)
+    return offs_o, offs_p
+
+
+@triton.jit
+def _ln_gemm(
+    x_ptr, film_ptr, lnw_ptr, lnb_ptr, w_ptr, b_ptr, out_ptr,
+    C, HW, eps,
+    HAS_FILM: tl.constexpr, GATE: tl.constexpr, IEEE: tl.constexpr,
+    BLOCK_O: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_K: tl.constexpr,
+):  # fmt: skip
+    """out = W @ LN(FiLM(x)) + b with W (2C, C): 2C output channels; with GATE, C output channels
+    (W[:C] @ xn + b[:C]) * (W[C:] @ xn + b[C:]) (conv4 + SimpleGate)."""
+    n = tl.program_id(1).to(tl.int64)
+    O = C if GATE else 2 * C
+    offs_o, offs_p = _tile_ids(O, HW, BLOCK_O, BLOCK_P)
+    offs_k = tl.arange(0, BLOCK_K)
+    # LayerNorm statistics over all C channels of the tile's pixels: mean first, then centred squares
+    # (the second and third reads of x come from L1/L2).
+    s = tl.zeros([BLOCK_P], dtype=tl.float32)
+    for k0 in range(0, C, BLOCK_K):
+        s += tl.sum(_input_tile(x_ptr, film_ptr, n, k0 + offs_k, offs_p, C, HW, HAS_FILM), axis=0)
+    mean = s / C
+    s = tl.zeros([BLOCK_P], dtype=tl.float32)
+    for k0 in range(0, C, BLOCK_K):
+        xk = _input_tile(x_ptr, film_ptr, n, k0 + offs_k, offs_p, C, HW, HAS_FILM)
+        xc = tl.where((k0 + offs_k)[:, None] < C, xk - mean[None, :], 0.0)
+        s += tl.sum(xc * xc, axis=0)
+    rstd = 1.0 / tl.sqrt(s / C + eps)
+    DT = out_ptr.dtype.element_ty
+    acc = tl.zeros([BLOCK_O, BLOCK_P], dtype=tl.float32)
+    acc_b = tl.zeros([BLOCK_O, BLOCK_P], dtype=tl.float32)
+    for k0 in range(0, C, BLOCK_K):
+        ks = k0 + offs_k
+        xk = _input_tile(x_ptr, film_ptr, n, ks, offs_p, C, HW, HAS_FILM)
+        xn = (xk - mean[None, :]) * rstd[None, :]
+        xn = xn * _vec(lnw_ptr, ks, C)[:, None] + _vec(lnb_ptr, ks, C)[:, None]
+        acc += _wdot(w_ptr, offs_o, O, ks, C, xn, DT, IEEE)
+        if GATE:
+            acc_b += _wdot(w_ptr, C + offs_o, 2 * C, ks, C, xn, DT, IEEE)
+    y = acc + _vec(b_ptr, offs_o, O)[:, None]
+    if GATE:
+        y = y * (acc_b + _vec(b_ptr + C, offs_o, C)[:, None])
+    m = (offs_o[:, None] < O) & (offs_p[None, :] < HW)
+    tl.store(out_ptr + n * O * HW + offs_o[:, None] * HW + offs_p[None, :], y.to(DT), mask=m)
+
+
+@triton.jit
+def _gemm_res(
+    inp_ptr, att_ptr, w_ptr, b_ptr, res_ptr, film_ptr, ls_ptr, out_ptr,
+    C, HW,
+    HAS_ATT: tl.constexpr, HAS_FILM: tl.constexpr, IEEE: tl.constexpr,
+    BLOCK_O: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_K: tl.constexpr,
+):  # fmt: skip
+    """out = FiLM(res) + ls * (W @ (inp * att) + b): a 1x1 conv C -> C, its input optionally scaled
+    per channel (the channel attention), and its layer-scaled residual (beta or gamma)."""
+    n = tl.program_id(1).to(tl.int64)
+    offs_o, offs_p = _tile_ids(C, HW, BLOCK_O, BLOCK_P)
+    offs_k = tl.arange(0, BLOCK_K)
+    DT = out_ptr.dtype.element_ty
+    acc = tl.zeros([BLOCK_O, BLOCK_P], dtype=tl.float32)
+    for k0 in range(0, C, BLOCK_K):
+        ks = k0 + offs_k
+        ik = _load_tile(inp_ptr + n * C * HW, ks, offs_p, C, HW)
+        if HAS_ATT:
+            ik = ik * _vec(att_ptr + n * C, ks, C)[:, None]
+        acc += _wdot(w_ptr, offs_o, C, ks, C, ik, DT, IEEE)
+    y = acc + _vec(b_ptr, offs_o, C)[:, None]
+    res = _input_tile(res_ptr, film_ptr, n, offs_o, offs_p, C, HW, HAS_FILM)
+    out = res + y * _vec(ls_ptr, offs_o, C)[:, None]
+    m = (offs_o[:, None] < C) & (offs_p[None, :] < HW)
+    tl.store(out_ptr + n * C * HW + offs_o[:, None] * HW + offs_p[None, :], out.to(DT), mask=m)
+
+
+# --- what each kernel is, for the launchers and ctdn.kernels.resources ----------------------------------
+_SPACE = {
+    _film_ln_expand: ("fused", _fused_configs, _prune_fused, ["C", "HW", "HAS_FILM"]),
+    _attn_proj_ffn: ("fused", _fused_configs, _prune_fused, ["C", "HW", "HAS_FILM"]),
+    _dw_gate_pool: ("dw", _dw_configs, None, ["C", "H", "W"]),
+    _ln_gemm: ("gemm", _gemm_configs, _prune_gemm, ["C", "HW", "HAS_FILM", "GATE"]),
+    _gemm_res: ("gemm", _gemm_configs, _prune_gemm, ["C", "HW", "HAS_FILM", "HAS_ATT"]),
 }
-_TUNED[_dw_gate_pool] = triton.autotune(_configs(), key=["C", "H", "W"])(_dw_gate_pool)
-INTERPRET_BLOCK_P = 64
+# Autotuner keys: the sizes and the constexprs that change the kernel (triton adds the tensors' dtypes,
+# which fix IEEE), so the gated and plain _ln_gemm of one block are tuned apart.
+_TUNED = {
+    k: triton.autotune(cfgs(), key=key, prune_configs_by={"early_config_prune": prune} if prune else None)(k)
+    for k, (_, cfgs, prune, key) in _SPACE.items()
+}
+# Pointer arguments by what they hold: activations in the input's dtype, fp32 side inputs; every other
+# pointer is a weight (the model's dtype).
+_ACT_PTRS = {"x_ptr", "t_ptr", "g_ptr", "out_ptr", "inp_ptr", "res_ptr"}
+_F32_PTRS = {"film_ptr", "att_ptr", "part_ptr"}
+
+
+def arg_types(kernel, act: str, weight: str | None = None) -> dict[str, str]:
+    """Triton types of ``kernel``'s runtime arguments for activations of type ``act`` ("fp16"...)
+    and weights of type ``weight`` (default: ``act``, as the triton backend casts the model)."""
+    out = {}
+    for name in kernel.arg_names:
+        if name.endswith("_ptr"):
+            out[name] = "*" + (act if name in _ACT_PTRS else "fp32" if name in _F32_PTRS else weight or act)
+        else:
+            out[name] = "fp32" if name == "eps" else "i32"
+    return out
+
+
+def path_for(c: int, dtype: torch.dtype = torch.float16) -> str:
+    """``"fused"`` (three passes) for blocks of up to ``FUSED_MAX_C`` channels (``FUSED_MAX_C_FP32``
+    in fp32), else ``"split"``."""
+    return "fused" if _cp(c) <= (FUSED_MAX_C_FP32 if dtype == torch.float32 else FUSED_MAX_C) else "split"
+
+
+def plan(c: int, dtype: torch.dtype, *, film: bool = True, path: str | None = None, pruned: bool = True):
+    """The kernels one block of ``c`` channels launches: ``(kernel, constexprs, configs)`` each, the
+    configs being the autotuner's (after pruning unless ``pruned`` is False)."""
+    path = path or path_for(c, dtype)
+    ieee = dtype == torch.float32
+    if path == "fused":
+        steps = [
+            (_film_ln_expand, {"HAS_FILM": film, "IEEE": ieee, "CP": _cp(c)}),
+            (_dw_gate_pool, {}),
+            (_attn_proj_ffn, {"HAS_FILM": film, "IEEE": ieee, "CP": _cp(c)}),
+        ]
+    else:
+        steps = [
+            (_ln_gemm, {"HAS_FILM": film, "GATE": False, "IEEE": ieee}),
+            (_dw_gate_pool, {}),
+            (_gemm_res, {"HAS_ATT": True, "HAS_FILM": film, "IEEE": ieee}),
+            (_ln_gemm, {"HAS_FILM": False, "GATE": True, "IEEE": ieee}),
+            (_gemm_res, {"HAS_ATT": False, "HAS_FILM": False, "IEEE": ieee}),
+        ]
+    out = []
+    for kernel, meta in steps:
+        _, cfgs, prune, _ = _SPACE[kernel]
+        configs = prune(cfgs(), meta) if prune and pruned else cfgs()
+        out.append((kernel, meta, configs))
+    return out
 
 
 # --- launchers ----------------------------------------------------------------------------------------
 def _launch(kernel, grid_of, *args, **meta):
-    """The autotuned kernel on a GPU; the plain one with a fixed BLOCK_P under the interpreter."""
+    """The autotuned kernel on a GPU; the plain one with ``INTERPRET_META`` under the interpreter.
+    ``grid_of(block sizes)`` -> grid. Returns the block sizes that ran."""
     if interpreting():
-        blk = INTERPRET_BLOCK_P
-        kernel[grid_of(blk)](*args, BLOCK_P=blk, **meta)
-        return blk
+        blocks = INTERPRET_META[_SPACE[kernel][0]]
+        kernel[grid_of(blocks)](*args, **blocks, **meta)
+        return blocks
     tuned = _TUNED[kernel]
-    tuned[lambda m: grid_of(m["BLOCK_P"])](*args, **meta)
-    return tuned.best_config.kwargs["BLOCK_P"]
+    tuned[lambda m: grid_of(m)](*args, **meta)
+    return tuned.best_config.kwargs
 
 
 def _film_arg(x, film):
@@ -218,13 +449,14 @@ def _film_arg(x, film):
 
 
 def film_ln_expand(block, x: torch.Tensor, film: torch.Tensor | None = None) -> torch.Tensor:
-    """Pass 1: conv1(norm1(FiLM(x))), (N, 2C, H, W) in x's dtype. ``x`` contiguous NCHW."""
+    """Fused pass 1: conv1(norm1(FiLM(x))), (N, 2C, H, W) in x's dtype."""
+    x = x.contiguous()  # the kernels index NCHW; a no-op for the tensors nafblock_forward passes
     n, c, h, w = x.shape
     f, has_film = _film_arg(x, film)
     t = torch.empty((n, 2 * c, h, w), device=x.device, dtype=x.dtype)
     _launch(
         _film_ln_expand,
-        lambda bp: (triton.cdiv(h * w, bp), n),
+        lambda m: (triton.cdiv(h * w, m["BLOCK_P"]), n),
         x, f, block.norm1.weight, block.norm1.bias, block.conv1.weight, block.conv1.bias, t,
         c, h * w, block.norm1.eps,
         HAS_FILM=has_film, IEEE=x.dtype == torch.float32, CP=_cp(c),
@@ -234,20 +466,21 @@ def film_ln_expand(block, x: torch.Tensor, film: torch.Tensor | None = None) -> 
 
 def dw_gate_pool(block, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Pass 2: g = SimpleGate(conv2(t)) (N, C, H, W) and its channel means (N, C) fp32."""
+    t = t.contiguous()
     n, c2, h, w = t.shape
     c, hw = c2 // 2, h * w
     g = torch.empty((n, c, h, w), device=t.device, dtype=t.dtype)
     # Per-tile partial sums: the tile count depends on the BLOCK_P the autotuner picks, so the buffer
     # is sized for the smallest one and only the tiles of the chosen config are summed.
-    tiles_max = triton.cdiv(hw, 32)
+    tiles_max = triton.cdiv(hw, _dw_min_block_p())
     part = torch.zeros((n, tiles_max, c), device=t.device, dtype=torch.float32)
-    bp = _launch(
+    blocks = _launch(
         _dw_gate_pool,
-        lambda bp: (triton.cdiv(hw, bp), n),
+        lambda m: (triton.cdiv(hw, m["BLOCK_P"]), n, triton.cdiv(c, m["BLOCK_C"])),
         t, block.conv2.weight, block.conv2.bias, g, part,
         c, h, w, tiles_max,
     )  # fmt: skip
-    return g, part[:, : triton.cdiv(hw, bp)].sum(1) / hw
+    return g, part[:, : triton.cdiv(hw, blocks["BLOCK_P"])].sum(1) / hw
 
 
 def attention(block, pool: torch.Tensor) -> torch.Tensor:
@@ -258,14 +491,15 @@ def attention(block, pool: torch.Tensor) -> torch.Tensor:
 
 
 def attn_proj_ffn(block, x, film, g, att) -> torch.Tensor:
-    """Pass 3: the rest of the block (attention scale, conv3, beta residual, norm2, conv4, gate, conv5,
-    gamma residual) on FiLM(x), g and the attention (N, C)."""
+    """Fused pass 3: the rest of the block (attention scale, conv3, beta residual, norm2, conv4, gate,
+    conv5, gamma residual) on FiLM(x), g and the attention (N, C)."""
+    x, g, att = x.contiguous(), g.contiguous(), att.contiguous()
     n, c, h, w = x.shape
     f, has_film = _film_arg(x, film)
     out = torch.empty_like(x)
     _launch(
         _attn_proj_ffn,
-        lambda bp: (triton.cdiv(h * w, bp), n),
+        lambda m: (triton.cdiv(h * w, m["BLOCK_P"]), n),
         x, f, g, att, block.conv3.weight, block.conv3.bias, block.beta,
         block.norm2.weight, block.norm2.bias, block.conv4.weight, block.conv4.bias,
         block.conv5.weight, block.conv5.bias, block.gamma, out,
@@ -275,19 +509,74 @@ def attn_proj_ffn(block, x, film, g, att) -> torch.Tensor:
     return out
 
 
+def _gemm_grid(o: int, hw: int, n: int):
+    return lambda m: (triton.cdiv(o, m["BLOCK_O"]) * triton.cdiv(hw, m["BLOCK_P"]), n)
+
+
+def ln_gemm(norm, conv, x: torch.Tensor, film: torch.Tensor | None = None, gate: bool = False):
+    """Split path: conv(norm(FiLM(x))) with ``conv`` C -> 2C, (N, 2C, H, W); with ``gate``, its
+    SimpleGate (N, C, H, W)."""
+    x = x.contiguous()
+    n, c, h, w = x.shape
+    f, has_film = _film_arg(x, film)
+    o = c if gate else 2 * c
+    out = torch.empty((n, o, h, w), device=x.device, dtype=x.dtype)
+    _launch(
+        _ln_gemm,
+        _gemm_grid(o, h * w, n),
+        x, f, norm.weight, norm.bias, conv.weight, conv.bias, out,
+        c, h * w, norm.eps,
+        HAS_FILM=has_film, GATE=gate, IEEE=x.dtype == torch.float32,
+    )  # fmt: skip
+    return out
+
+
+def gemm_res(conv, inp, res, scale, att=None, film=None) -> torch.Tensor:
+    """Split path: FiLM(res) + scale * conv(inp * att), ``conv`` C -> C, ``scale`` (1, C, 1, 1) (beta
+    or gamma), ``att`` (N, C) fp32 or None."""
+    inp, res = inp.contiguous(), res.contiguous()
+    att = att.contiguous() if att is not None else None
+    n, c, h, w = inp.shape
+    f, has_film = _film_arg(res, film)
+    out = torch.empty_like(res)
+    _launch(
+        _gemm_res,
+        _gemm_grid(c, h * w, n),
+        inp, att if att is not None else f, conv.weight, conv.bias, res, f, scale, out,
+        c, h * w,
+        HAS_ATT=att is not None, HAS_FILM=has_film, IEEE=inp.dtype == torch.float32,
+    )  # fmt: skip
+    return out
+
+
+def _dw_min_block_p() -> int:
+    if interpreting():
+        return INTERPRET_META["dw"]["BLOCK_P"]
+    return min(c.kwargs["BLOCK_P"] for c in _dw_configs())
+
+
 def _cp(c: int) -> int:
     return max(16, triton.next_power_of_2(c))
 
 
-def nafblock_forward(block, x: torch.Tensor, film: torch.Tensor | None = None) -> torch.Tensor:
+def nafblock_forward(block, x: torch.Tensor, film: torch.Tensor | None = None, path: str | None = None):
     """One NAFBlock (``ctdn.models.layers.NAFBlock``'s weights) on NCHW ``x``, fused.
 
     ``film``: None, or (N, 2C) fp32 rows ``[1 + scale | shift]`` of the dose FiLM applied to x
-    first (``CondBlock``). x may be fp32, fp16 or bf16; the weights are read in any dtype.
+    first (``CondBlock``). x may be fp32, fp16 or bf16; the weights are read in any dtype. ``path``:
+    ``"fused"``, ``"split"`` or None (``path_for`` the channel count and dtype).
     """
+    if path not in (None, "fused", "split"):
+        raise ValueError(f"path must be 'fused', 'split' or None, got {path!r}")
     x = x.contiguous()
-    g, pool = dw_gate_pool(block, film_ln_expand(block, x, film))
-    return attn_proj_ffn(block, x, film, g, attention(block, pool))
+    path = path or path_for(x.shape[1], x.dtype)
+    if path == "fused":
+        g, pool = dw_gate_pool(block, film_ln_expand(block, x, film))
+        return attn_proj_ffn(block, x, film, g, attention(block, pool))
+    g, pool = dw_gate_pool(block, ln_gemm(block.norm1, block.conv1, x, film))
+    x1 = gemm_res(block.conv3, g, x, block.beta, att=attention(block, pool), film=film)
+    h = ln_gemm(block.norm2, block.conv4, x1, gate=True)
+    return gemm_res(block.conv5, h, x1, block.gamma)
 
 
 class FusedNAFBlock(torch.nn.Module):
@@ -297,10 +586,11 @@ class FusedNAFBlock(torch.nn.Module):
     signature); a bare NAFBlock's place in a ``Sequential`` calls ``forward(x)``.
     """
 
-    def __init__(self, block: torch.nn.Module, film: torch.nn.Module | None = None) -> None:
+    def __init__(self, block: torch.nn.Module, film: torch.nn.Module | None = None, path: str | None = None):
         super().__init__()
         self.block = block  # the reference module: its parameters are the ones used
         self.film = film
+        self.path = path  # "fused", "split" or None: by the channel count (path_for)
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
         rows = None
@@ -311,4 +601,4 @@ class FusedNAFBlock(torch.nn.Module):
             )
             scale, shift = ss.chunk(2, dim=1)
             rows = torch.cat([1 + scale, shift], dim=1)
-        return nafblock_forward(self.block, x, rows)
+        return nafblock_forward(self.block, x, rows, self.path)

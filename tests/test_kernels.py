@@ -70,15 +70,16 @@ def _film_rows(block: CondBlock, emb):
     return torch.cat([1 + scale, shift], dim=1)
 
 
+@pytest.mark.parametrize("path", ["fused", "split"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("film", [True, False], ids=["film", "plain"])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 @torch.no_grad()
-def test_fused_block_matches_the_reference(nb, shape, film, dtype):
+def test_fused_block_matches_the_reference(nb, shape, film, dtype, path):
     block = _block(shape[1], film)
     x, emb = _inputs(*shape)
     ref = block(x, emb if film else None)  # fp32 reference
-    fused = nb.FusedNAFBlock(block.block.to(dtype), block.film)
+    fused = nb.FusedNAFBlock(block.block.to(dtype), block.film, path=path)
     xin = x.to(dtype)
     before = xin.clone()
     got = fused(xin, emb if film else None)
@@ -114,20 +115,88 @@ def test_each_pass_matches_its_reference_ops(nb, dtype):
     _check(out, out_ref, dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @torch.no_grad()
-def test_large_values_keep_layernorm_statistics_in_fp32(nb):
+def test_each_split_kernel_matches_its_reference_ops(nb, dtype):
+    """The wide-block path's GEMM kernels alone, on C = 40: three K chunks (the last one partial)
+    and three output tiles of 16 channels under the interpreter's config."""
+    n, c, h, w = 2, 40, 5, 9
+    cb = _block(c, film=True)
+    x, emb = _inputs(n, c, h, w)
+    blk = cb.block
+    xf = cb.film(x, emb)
+    t_ref = blk.conv1(blk.norm1(xf))
+    g_ref = blk.sg(blk.conv2(t_ref))
+    att_ref = blk.sca(g_ref).reshape(n, c)
+    x1_ref = xf + blk.beta * blk.conv3(g_ref * att_ref[:, :, None, None])
+    h_ref = blk.sg(blk.conv4(blk.norm2(x1_ref)))
+    out_ref = x1_ref + blk.gamma * blk.conv5(h_ref)
+
+    rows = _film_rows(cb, emb)
+    b = blk.to(dtype)
+    _check(nb.ln_gemm(b.norm1, b.conv1, x.to(dtype), rows), t_ref, dtype)
+    x1 = nb.gemm_res(b.conv3, g_ref.to(dtype), x.to(dtype), b.beta, att=att_ref.contiguous(), film=rows)
+    _check(x1, x1_ref, dtype)
+    _check(nb.ln_gemm(b.norm2, b.conv4, x1_ref.to(dtype), gate=True), h_ref, dtype)
+    _check(nb.gemm_res(b.conv5, h_ref.to(dtype), x1_ref.to(dtype), b.gamma), out_ref, dtype)
+
+
+def test_the_path_follows_the_channel_count_and_a_bad_one_is_refused(nb):
+    assert [nb.path_for(c) for c in (5, 16, 100, 128, 129, 256)] == ["fused"] * 4 + ["split"] * 2
+    assert nb.path_for(100, torch.bfloat16) == "fused"
+    assert [nb.path_for(c, torch.float32) for c in (5, 32, 33, 128)] == ["fused"] * 2 + ["split"] * 2
+    assert len(nb.plan(64, torch.float16)) == 3 and len(nb.plan(64, torch.float32)) == 5
+    with pytest.raises(ValueError, match="path must be"):
+        nb.nafblock_forward(_block(8, film=False).block, torch.zeros(1, 8, 4, 4, device=DEVICE), path="fast")
+    with pytest.raises(ValueError, match="path must be"):
+        kernels.fuse(build("tiny"), path="fast")
+
+
+def test_the_autotuner_spaces_are_pruned_by_tile_size_and_precision(nb):
+    """What the GPU autotuner may pick (the configs ctdn.kernels.resources compiles spill-free)."""
+
+    def configs(c, dtype, path, kernel):
+        return next(cfgs for k, _, cfgs in nb.plan(c, dtype, path=path) if k.__name__ == kernel)
+
+    def tiles(cfgs):
+        return {(c.kwargs["BLOCK_P"], c.num_warps) for c in cfgs}
+
+    # fused: a [CP, BLOCK_P] fp32 tile at most 16 values a thread (8 with IEEE fp32 dots)
+    assert tiles(configs(128, torch.float16, "fused", "_attn_proj_ffn")) == {(32, 8)}
+    assert tiles(configs(32, torch.float32, "fused", "_attn_proj_ffn")) == {(32, 4), (32, 8), (64, 8)}
+    assert len(configs(16, torch.bfloat16, "fused", "_film_ln_expand")) == 6
+    # split GEMMs: K chunks of 32 and three stages in fp16/bf16, of 8 and two stages in fp32
+    for dtype, k, stages in ((torch.float16, 32, 3), (torch.bfloat16, 32, 3), (torch.float32, 8, 2)):
+        for kernel in ("_ln_gemm", "_gemm_res"):
+            cfgs = configs(256, dtype, "split", kernel)
+            assert len(cfgs) == 5
+            assert {(c.kwargs["BLOCK_K"], c.num_stages) for c in cfgs} == {(k, stages)}
+    assert len(nb.plan(256, torch.float16, path="split", pruned=False)[0][2]) == 10
+    # the autotuner of each kernel prunes as plan says (launchers pass the constexprs as keywords)
+    cases = ((128, torch.float16, "fused"), (32, torch.float32, "fused"), (64, torch.float32, "split"))
+    for c, dtype, path in cases:
+        for kernel, meta, cfgs in nb.plan(c, dtype, path=path):
+            tuned = nb._TUNED[kernel]
+            tuned.nargs = {}
+            assert tuned.prune_configs(meta) == cfgs, kernel.__name__
+
+
+@pytest.mark.parametrize("path", ["fused", "split"])
+@torch.no_grad()
+def test_large_values_keep_layernorm_statistics_in_fp32(nb, path):
     """Activations whose squares overflow fp16 (NAFNet's known fp16 failure) still normalise."""
     block = _block(16, film=False)
     x, _ = _inputs(1, 16, 6, 5)
     x = x * 300 + 2000  # |x| up to ~3000: x*x > 65504
     ref = block(x)
-    got = nb.FusedNAFBlock(block.block.half())(x.half())
+    got = nb.FusedNAFBlock(block.block.half(), path=path)(x.half())
     assert torch.isfinite(got).all()
     _check(got, ref, torch.float16)
 
 
+@pytest.mark.parametrize("path", [None, "split"])
 @torch.no_grad()
-def test_fuse_swaps_every_block_and_shares_the_weights():
+def test_fuse_swaps_every_block_and_shares_the_weights(path):
     torch.manual_seed(0)
     model = build("tiny").eval()
     with torch.no_grad():
@@ -135,10 +204,10 @@ def test_fuse_swaps_every_block_and_shares_the_weights():
             p.normal_(0, 0.2)
     model = model.to(DEVICE)
     n_blocks = sum(isinstance(m, NAFBlock) for m in model.modules())
-    fused = kernels.fuse(model)
+    fused = kernels.fuse(model, path=path)
     from ctdn.kernels.nafblock import FusedNAFBlock
 
-    assert sum(isinstance(m, FusedNAFBlock) for m in fused.modules()) == n_blocks > 0
+    assert sum(isinstance(m, FusedNAFBlock) and m.path == path for m in fused.modules()) == n_blocks > 0
     assert not any(isinstance(m, CondBlock) for m in fused.modules())
     assert not any(isinstance(m, FusedNAFBlock) for m in model.modules()), "the caller's model changed"
     ours = dict(fused.named_parameters())
