@@ -1,0 +1,168 @@
+"""What the fused kernels ask of a GPU, found by compiling them for it: no GPU needed.
+
+Triton compiles for any NVIDIA target on a machine without one (its wheel brings LLVM, ptxas and
+cuobjdump), so the shared memory, registers and spills of every kernel of a NAFBlock can be read
+before a GPU is ever touched. A kernel whose shared memory is over the target's per-block limit
+cannot launch there; one with a stack frame spills registers to local memory (slow)::
+
+    python -m ctdn.kernels.resources --arch 90 --channels 16 32 64 128 256 --dtype float16
+
+prints, per pass and autotuner config, the shared memory, registers, stack bytes and the verdict.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+import torch
+
+__all__ = ["SHARED_LIMIT", "Resources", "compile_for", "block_resources", "main"]
+
+# Largest dynamic shared memory one block may opt in to, bytes, per compute capability (CUDA C++
+# Programming Guide, "Technical Specifications per Compute Capability").
+SHARED_LIMIT = {80: 166912, 86: 101376, 87: 166912, 89: 101376, 90: 232448, 100: 232448, 120: 101376}
+REGISTERS_PER_BLOCK = 65536
+_TRITON_TYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Resources:
+    """One compiled kernel: its config and what it uses (bytes; registers per thread)."""
+
+    kernel: str
+    config: str
+    shared: int
+    registers: int
+    stack: int
+    num_warps: int
+    arch: int
+
+    def problems(self) -> list[str]:
+        """Why this config cannot run well on its target (empty: it fits)."""
+        out = []
+        limit = SHARED_LIMIT.get(self.arch)
+        if limit is not None and self.shared > limit:
+            out.append(f"shared memory {self.shared // 1024} KiB > {limit // 1024} KiB: cannot launch")
+        if self.registers * 32 * self.num_warps > REGISTERS_PER_BLOCK:
+            out.append(f"{self.registers} registers x {32 * self.num_warps} threads > 64K: cannot launch")
+        if self.stack:
+            out.append(f"{self.stack} B stack per thread: registers spill to local memory")
+        return out
+
+
+def _tool(name: str) -> str:
+    import triton
+
+    path = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", name)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{name} is not in this triton wheel ({path}); cannot read kernel resources")
+    return path
+
+
+def _usage(cubin: bytes, name: str) -> tuple[int, int]:
+    """(registers per thread, stack bytes per thread) of kernel ``name`` in ``cubin``, by cuobjdump."""
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "k.cubin")
+        with open(path, "wb") as f:
+            f.write(cubin)
+        text = subprocess.run(
+            [_tool("cuobjdump"), "--dump-resource-usage", path], capture_output=True, text=True, check=True
+        ).stdout
+    m = re.search(rf"Function {re.escape(name)}:\s*REG:(\d+) STACK:(\d+)", text)
+    if m is None:
+        raise RuntimeError(f"cuobjdump printed no resource line for {name}:\n{text}")
+    return int(m.group(1)), int(m.group(2))
+
+
+def compile_for(kernel, types: dict[str, str], constexprs: dict, *, arch: int, num_warps: int, num_stages=3):
+    """``kernel`` (a ``triton.jit`` function) compiled for ``sm_<arch>``: a triton ``CompiledKernel``.
+
+    ``types``: triton type of every runtime argument (``*fp16``, ``i32``, ``fp32``); pointers and
+    integers divisible by 16 are marked so, as the JIT does for aligned tensors and sizes.
+    """
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    names = kernel.arg_names
+    sig = {a: ("constexpr" if a in constexprs else types[a]) for a in names}
+    attrs = {(i,): [["tt.divisibility", 16]] for i, a in enumerate(names) if sig[a].startswith("*")}
+    src = ASTSource(fn=kernel, signature=sig, constexprs=constexprs, attrs=attrs)
+    target = GPUTarget("cuda", arch, 32)
+    # FMA contraction on, as the JIT compiles by default (and set, so triton >= 3.9 does not warn).
+    options = {"num_warps": num_warps, "num_stages": num_stages, "enable_fp_fusion": True}
+    return triton.compile(src, target=target, options=options)
+
+
+def measure(kernel, types, constexprs, *, arch, num_warps, num_stages=3, config="") -> Resources:
+    """Compile ``kernel`` for ``sm_<arch>`` and read its shared memory, registers and stack."""
+    k = compile_for(kernel, types, constexprs, arch=arch, num_warps=num_warps, num_stages=num_stages)
+    regs, stack = _usage(k.asm["cubin"], kernel.__name__)
+    return Resources(kernel.__name__, config, int(k.metadata.shared), regs, stack, num_warps, arch)
+
+
+def block_resources(
+    c: int, dtype: torch.dtype, *, film: bool = True, arch: int = 90, path=None, pruned: bool = True
+) -> list[Resources]:
+    """Every kernel a NAFBlock of ``c`` channels in ``dtype`` launches, over the autotuner's configs
+    (all of them with ``pruned=False``)."""
+    from . import nafblock
+
+    out = []
+    for kernel, constexprs, configs in nafblock.plan(c, dtype, film=film, path=path, pruned=pruned):
+        types = nafblock.arg_types(kernel, _TRITON_TYPES[dtype])
+        for cfg in configs:
+            meta = {**constexprs, **cfg.kwargs}
+            label = " ".join(f"{k}={v}" for k, v in cfg.kwargs.items())
+            label += f" w{cfg.num_warps} s{cfg.num_stages}"
+            w, s = cfg.num_warps, cfg.num_stages
+            out.append(measure(kernel, types, meta, arch=arch, num_warps=w, num_stages=s, config=label))
+    return out
+
+
+@functools.cache
+def _dtype(name: str) -> torch.dtype:
+    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[name]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m ctdn.kernels.resources", description=__doc__.split("\n\n")[0])
+    p.add_argument("--arch", type=int, default=90, help="compute capability x 10 (90: H100/H200; 80: A100)")
+    p.add_argument("--channels", type=int, nargs="+", default=[16, 32, 64, 128, 256])
+    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float16")
+    p.add_argument("--path", choices=["auto", "fused", "split"], default="auto")
+    p.add_argument("--all-configs", action="store_true", help="also the configs the autotuner prunes")
+    p.add_argument("--json", action="store_true", help="JSON lines, one per kernel and config")
+    a = p.parse_args(argv)
+    from . import interpreting, unavailable
+
+    if unavailable():
+        p.error(unavailable())
+    if interpreting():
+        p.error("TRITON_INTERPRET is set: the kernels are interpreted, not compiled; unset it")
+    if not a.json:
+        print("| C | kernel | config | shared KiB | regs | stack B | verdict |")
+        print("|---|---|---|---|---|---|---|")
+    path = None if a.path == "auto" else a.path
+    for c in a.channels:
+        for r in block_resources(c, _dtype(a.dtype), arch=a.arch, path=path, pruned=not a.all_configs):
+            verdict = "; ".join(r.problems()) or "fits"
+            if a.json:
+                print(json.dumps({"channels": c, **dataclasses.asdict(r), "problems": r.problems()}))
+            else:
+                cells = (c, r.kernel, r.config, f"{r.shared / 1024:.0f}", r.registers, r.stack, verdict)
+                print("| " + " | ".join(map(str, cells)) + " |")
+            sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

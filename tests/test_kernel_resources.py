@@ -1,0 +1,111 @@
+"""``python -m ctdn.kernels.resources``: the fused kernels compiled for an H100 (sm_90) on this
+CPU-only machine, with triton's own ptxas and cuobjdump, and their registers, stack and shared
+memory read back.
+
+This is what can be said about the kernels on a GPU without one: every config the autotuner may
+pick compiles for the target and fits it without spilling registers (a spill, or shared memory over
+the per-block limit, is a verdict the tool prints and the tests below check both ways). It says
+nothing about speed. Each run compiles every kernel and config of a block at C = 16 ... 256
+(about 20 s on two cores); the tool runs in a subprocess without TRITON_INTERPRET, which
+test_kernels.py sets in-process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ctdn import kernels
+
+pytestmark = pytest.mark.skipif(kernels.unavailable() is not None, reason=str(kernels.unavailable()))
+
+FUSED = {"_film_ln_expand", "_dw_gate_pool", "_attn_proj_ffn"}
+SPLIT = {"_ln_gemm", "_dw_gate_pool", "_gemm_res"}
+
+
+def _tool(*args: str, interpret: bool = False) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    if interpret:
+        env["TRITON_INTERPRET"] = "1"
+    cmd = [sys.executable, "-m", "ctdn.kernels.resources", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+
+
+def _rows(*args: str) -> list[dict]:
+    r = _tool("--json", *args)
+    assert r.returncode == 0, r.stderr
+    return [json.loads(line) for line in r.stdout.splitlines()]
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
+def test_every_config_the_autotuner_may_pick_fits_an_h100(dtype):
+    rows = _rows("--arch", "90", "--dtype", dtype)
+    bad = [f"C={r['channels']} {r['kernel']} {r['config']}: {r['problems']}" for r in rows if r["problems"]]
+    assert not bad, "\n".join(bad)
+    kernels_at = {c: {r["kernel"] for r in rows if r["channels"] == c} for c in (16, 32, 64, 128, 256)}
+    widest_fused = 32 if dtype == "float32" else 128
+    for c, names in kernels_at.items():
+        assert names == (FUSED if c <= widest_fused else SPLIT), (c, names)
+    assert all(r["arch"] == 90 and r["registers"] > 0 and r["stack"] == 0 for r in rows)
+    # the plain and the gated _ln_gemm, the attention and the plain _gemm_res: two variants each
+    split_rows = [r for r in rows if r["channels"] == 256 and r["kernel"] == "_ln_gemm"]
+    assert len(split_rows) == 10
+
+
+def test_the_fused_path_at_256_channels_spills_and_is_reported_so():
+    """Why the split path exists: at C = 256 (every block of ``paper``) the three-pass kernels keep
+    too much in registers, even the one config the pruning leaves."""
+    rows = _rows("--dtype", "float16", "--channels", "256", "--path", "fused")
+    for name in ("_film_ln_expand", "_attn_proj_ffn"):
+        (r,) = [r for r in rows if r["kernel"] == name]
+        assert r["stack"] > 1024, r  # KiBs per thread
+        assert any("spill" in p for p in r["problems"]), r
+    assert all(not r["problems"] for r in rows if r["kernel"] == "_dw_gate_pool")
+
+
+def test_the_table_names_every_kernel_and_verdict():
+    r = _tool("--dtype", "float16", "--channels", "24", "--path", "split")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("| C | kernel | config |")
+    assert {line.split("|")[2].strip() for line in lines[2:]} == SPLIT
+    assert all(line.rstrip().endswith("| fits |") for line in lines[2:])
+
+
+def test_under_the_interpreter_the_tool_refuses_and_says_why():
+    r = _tool("--channels", "16", interpret=True)
+    assert r.returncode == 2
+    assert "TRITON_INTERPRET" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_problems_names_each_reason_a_config_cannot_run_well():
+    from ctdn.kernels.resources import Resources
+
+    def res(shared=0, registers=64, stack=0, warps=4, arch=90):
+        return Resources("k", "", shared, registers, stack, warps, arch)
+
+    assert res().problems() == []
+    assert res(shared=232448).problems() == []  # the H100's opt-in limit itself
+    (p,) = res(shared=232449).problems()
+    assert "shared memory" in p and "cannot launch" in p
+    assert res(shared=120_000, arch=89).problems()  # over the 99 KiB of an Ada GPU
+    (p,) = res(registers=255, warps=16).problems()  # 255 x 512 threads > 64K registers
+    assert "registers" in p
+    (p,) = res(stack=40).problems()
+    assert "40 B stack" in p and "spill" in p
+    assert len(res(shared=10**6, registers=255, stack=8, warps=16).problems()) == 3
+
+
+def test_without_triton_the_tool_says_how_to_install(monkeypatch, capsys):
+    from ctdn.kernels import resources
+
+    why = "triton is not installed (pip install 'ctdn[triton]')"
+    monkeypatch.setattr(kernels, "unavailable", lambda: why)
+    with pytest.raises(SystemExit) as e:
+        resources.main(["--channels", "16"])
+    assert e.value.code == 2
+    assert "pip install 'ctdn[triton]'" in capsys.readouterr().err
