@@ -15,9 +15,31 @@ import copy
 import importlib.util
 import os
 
+import torch
 from torch import nn
 
-__all__ = ["fuse", "unavailable", "interpreting"]
+__all__ = ["fuse", "unavailable", "interpreting", "path_for", "padded_channels", "TRAFFIC"]
+
+# Widest C (padded to a power of two) the three-pass fused path runs; wider blocks take the split
+# path. In fp16/bf16 at CP = 128 the fused kernels fit an H100 with BLOCK_P = 32 only, at 256 no
+# config does; in fp32 (IEEE dots: twice the registers per operand) pass 3 spills with every config
+# from CP = 64 (docs/kernels.md, made by ``python -m ctdn.kernels.resources``).
+FUSED_MAX_C = 128
+FUSED_MAX_C_FP32 = 32
+# C values per pixel each path moves through memory, reads and writes (kernels/nafblock.py).
+TRAFFIC = {"fused": 9, "split": 14}
+
+
+def padded_channels(c: int) -> int:
+    """C rounded up to a power of two, at least 16 (the smallest ``tl.dot``): the fused tiles' rows."""
+    return max(16, 1 << (c - 1).bit_length())
+
+
+def path_for(c: int, dtype: torch.dtype = torch.float16) -> str:
+    """``"fused"`` (three passes) for blocks of up to ``FUSED_MAX_C`` channels (``FUSED_MAX_C_FP32``
+    in fp32), else ``"split"`` (five). Needs no triton."""
+    widest = FUSED_MAX_C_FP32 if dtype == torch.float32 else FUSED_MAX_C
+    return "fused" if padded_channels(c) <= widest else "split"
 
 
 def interpreting() -> bool:

@@ -53,11 +53,13 @@ import torch
 import triton
 import triton.language as tl
 
-from . import interpreting
+from . import FUSED_MAX_C, FUSED_MAX_C_FP32, interpreting, padded_channels, path_for
 
 __all__ = [
     "nafblock_forward",
     "path_for",
+    "FUSED_MAX_C",
+    "FUSED_MAX_C_FP32",
     "film_ln_expand",
     "dw_gate_pool",
     "attention",
@@ -72,14 +74,6 @@ __all__ = [
 
 # Fixed when this module is imported (TRITON_INTERPRET is read by triton at import time too).
 EMULATED_HALF_DOT = tl.constexpr(interpreting())
-
-# Widest C (padded to a power of two) the fused path runs; wider blocks take the split path. In
-# fp16/bf16 at CP = 128 the fused kernels fit an H100 with BLOCK_P = 32 only, at 256 no config does;
-# in fp32 (IEEE dots: twice the registers per operand) pass 3 spills with every config from CP = 64
-# (see docs/kernels.md, made by ``python -m ctdn.kernels.resources``).
-FUSED_MAX_C = 128
-FUSED_MAX_C_FP32 = 32
-
 
 # --- autotuner config spaces (GPU) ---------------------------------------------------------------------
 def _fused_configs():
@@ -398,12 +392,6 @@ def arg_types(kernel, act: str, weight: str | None = None) -> dict[str, str]:
     return out
 
 
-def path_for(c: int, dtype: torch.dtype = torch.float16) -> str:
-    """``"fused"`` (three passes) for blocks of up to ``FUSED_MAX_C`` channels (``FUSED_MAX_C_FP32``
-    in fp32), else ``"split"``."""
-    return "fused" if _cp(c) <= (FUSED_MAX_C_FP32 if dtype == torch.float32 else FUSED_MAX_C) else "split"
-
-
 def plan(c: int, dtype: torch.dtype, *, film: bool = True, path: str | None = None, pruned: bool = True):
     """The kernels one block of ``c`` channels launches: ``(kernel, constexprs, configs)`` each, the
     configs being the autotuner's (after pruning unless ``pruned`` is False)."""
@@ -411,9 +399,9 @@ def plan(c: int, dtype: torch.dtype, *, film: bool = True, path: str | None = No
     ieee = dtype == torch.float32
     if path == "fused":
         steps = [
-            (_film_ln_expand, {"HAS_FILM": film, "IEEE": ieee, "CP": _cp(c)}),
+            (_film_ln_expand, {"HAS_FILM": film, "IEEE": ieee, "CP": padded_channels(c)}),
             (_dw_gate_pool, {}),
-            (_attn_proj_ffn, {"HAS_FILM": film, "IEEE": ieee, "CP": _cp(c)}),
+            (_attn_proj_ffn, {"HAS_FILM": film, "IEEE": ieee, "CP": padded_channels(c)}),
         ]
     else:
         steps = [
@@ -459,7 +447,7 @@ def film_ln_expand(block, x: torch.Tensor, film: torch.Tensor | None = None) -> 
         lambda m: (triton.cdiv(h * w, m["BLOCK_P"]), n),
         x, f, block.norm1.weight, block.norm1.bias, block.conv1.weight, block.conv1.bias, t,
         c, h * w, block.norm1.eps,
-        HAS_FILM=has_film, IEEE=x.dtype == torch.float32, CP=_cp(c),
+        HAS_FILM=has_film, IEEE=x.dtype == torch.float32, CP=padded_channels(c),
     )  # fmt: skip
     return t
 
@@ -504,7 +492,7 @@ def attn_proj_ffn(block, x, film, g, att) -> torch.Tensor:
         block.norm2.weight, block.norm2.bias, block.conv4.weight, block.conv4.bias,
         block.conv5.weight, block.conv5.bias, block.gamma, out,
         c, h * w, block.norm2.eps,
-        HAS_FILM=has_film, IEEE=x.dtype == torch.float32, CP=_cp(c),
+        HAS_FILM=has_film, IEEE=x.dtype == torch.float32, CP=padded_channels(c),
     )  # fmt: skip
     return out
 
@@ -553,10 +541,6 @@ def _dw_min_block_p() -> int:
     if interpreting():
         return INTERPRET_META["dw"]["BLOCK_P"]
     return min(c.kwargs["BLOCK_P"] for c in _dw_configs())
-
-
-def _cp(c: int) -> int:
-    return max(16, triton.next_power_of_2(c))
 
 
 def nafblock_forward(block, x: torch.Tensor, film: torch.Tensor | None = None, path: str | None = None):

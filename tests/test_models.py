@@ -111,6 +111,16 @@ def test_presets_macs():
     assert edge <= 2.0
 
 
+@pytest.mark.parametrize("name", [n for n in sorted(PRESETS) if PRESETS[n].arch == "nafnet"])
+def test_blocks_per_level_counts_the_built_nafblocks_by_width(name):
+    cfg = PRESETS[name]
+    built = [m.conv1.in_channels for m in build(name).modules() if isinstance(m, NAFBlock)]
+    expected = {}
+    for c, n in zip(cfg.widths, cfg.blocks_per_level(), strict=True):
+        expected[c] = expected.get(c, 0) + n
+    assert {c: built.count(c) for c in expected} == expected and len(built) == sum(expected.values())
+
+
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_model_shapes_and_range(name):
     m = build(name).eval()

@@ -112,6 +112,11 @@ class ModelConfig:
         """Height and width the network needs to be divisible by."""
         return self.shuffle * 2 ** (len(self.widths) - 1)
 
+    def blocks_per_level(self) -> tuple[int, ...]:
+        """Blocks of ``arch`` at each level, encoder and decoder together (the bottleneck's last)."""
+        above = tuple(e + d for e, d in zip(self.enc_blocks, self.dec_blocks, strict=True))
+        return (*above, self.mid_blocks + self.dec_mid_blocks)
+
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
