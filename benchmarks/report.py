@@ -104,6 +104,7 @@ def physical_context() -> str:
     """GMACs per slice per preset (counted) and bytes a NAFBlock moves at each level for a 512x512 slice."""
     import torch
 
+    from ctdn import kernels
     from ctdn.models import build, count_macs
 
     lines = [
@@ -111,8 +112,9 @@ def physical_context() -> str:
         "|---|---|---|---|",
     ]
     blocks = [
-        "| preset | level | channels | size | min bytes/block (fp16) | fused kernels (fp16) |",
-        "|---|---|---|---|---|---|",
+        "| preset | level | channels | size | NAFBlocks | min bytes/block (fp16) | Triton path "
+        "| its bytes/block (fp16) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for preset in ("edge", "paper"):
         m = build(preset).eval()
@@ -121,15 +123,21 @@ def physical_context() -> str:
         params = sum(p.numel() for p in m.parameters()) / 1e6
         lines.append(f"| `{preset}` | {macs:.1f} | {params:.2f} M | {n_blocks} |")
         cfg = m.config
-        for lv, c in enumerate(cfg.widths):
+        for lv, (c, count) in enumerate(zip(cfg.widths, cfg.blocks_per_level(), strict=True)):
+            if not count:
+                continue
             size = 512 // (cfg.shuffle * 2**lv)
             n = c * size * size * 2
+            path = kernels.path_for(c, torch.float16)
             blocks.append(
-                f"| `{preset}` | {lv} | {c} | {size}x{size} | {2 * n / 1e6:.1f} MB | {9 * n / 1e6:.1f} MB |"
+                f"| `{preset}` | {lv} | {c} | {size}x{size} | {count} | {2 * n / 1e6:.1f} MB | {path} "
+                f"| {kernels.TRAFFIC[path] * n / 1e6:.1f} MB |"
             )
     note = (
-        "Min bytes: read the input and write the output once (2 C values per pixel); the fused kernels "
-        "move 9 C values per pixel (docs/kernels.md); eager torch about 45."
+        "Min bytes: read the input and write the output once (2 C values per pixel). The Triton kernels "
+        f"move {kernels.TRAFFIC['fused']} C values per pixel on the three-pass fused path and "
+        f"{kernels.TRAFFIC['split']} on the five-kernel split path of wide blocks (docs/kernels.md); "
+        "eager torch about 45."
     )
     return "\n".join(lines) + "\n\n" + "\n".join(blocks) + "\n\n" + note
 

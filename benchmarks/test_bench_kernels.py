@@ -2,12 +2,15 @@
 
 Groups:
 
-- ``nafblock-<preset>``: one NAFBlock (with its dose FiLM) of each level of the preset, at the size
-  that level sees for a 512x512 slice, batch 1 and 16. Variants: ``eager``, ``compile`` (inductor,
-  default mode), ``compile-max-autotune``, ``fused`` (the Triton kernels). ``extra_info`` has the
-  bytes the block must move at least (read x, write y) and the fused kernels' actual traffic (9 C
-  values per pixel, see kernels/nafblock.py) and, on a GPU, the achieved bandwidth in GB/s and the
-  peak it is compared with (a measured device-to-device copy).
+- ``nafblock-<preset>``: one NAFBlock (with its dose FiLM) of each level of the preset that has
+  NAFBlocks, at the size that level sees for a 512x512 slice, batch 1 and 16. Variants: ``eager``,
+  ``compile`` (inductor, default mode), ``compile-max-autotune``, and the Triton kernels on each of
+  their two paths, ``fused-3pass`` and ``fused-5pass`` (kernels/nafblock.py); ``extra_info``'s
+  ``chosen`` says which one ``path_for`` picks (what ``fuse`` and the triton backend run), so one run
+  shows whether the crossover ``FUSED_MAX_C`` is in the right place. ``extra_info`` has the bytes
+  the block must move at least (read x, write y) and the path's actual traffic (9 or 14 C values per
+  pixel) and, on a GPU, the achieved bandwidth in GB/s and the peak it is compared with (a measured
+  device-to-device copy).
 - ``model-512``: the whole network (no HU conversion, no host copies), presets ``edge`` and
   ``paper``, batch 1, 16 and 32, slices/s in ``extra_info``. ``fused`` is the triton backend's model
   replayed as a CUDA graph.
@@ -33,10 +36,12 @@ CUDA = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if CUDA else "cpu")
 DTYPE = torch.float16 if CUDA else torch.float32
 VARIANTS = ["eager", "compile", "compile-max-autotune", "fused"]
+BLOCK_VARIANTS = ["eager", "compile", "compile-max-autotune", "fused-3pass", "fused-5pass"]
+PATHS = {"fused-3pass": "fused", "fused-5pass": "split"}
 
 
 def _skip_variant(variant: str) -> None:
-    if variant == "fused":
+    if variant.startswith("fused"):
         why = kernels.unavailable()
         if why is not None:
             pytest.skip(why)
@@ -85,12 +90,14 @@ def _variant(module: torch.nn.Module, variant: str):
         return torch.compile(module)
     if variant == "compile-max-autotune":
         return torch.compile(module, mode="max-autotune")
-    return kernels.fuse(module)
+    return kernels.fuse(module, path=PATHS.get(variant))
 
 
 def _levels(preset: str):
+    """(level, channels, size for a 512x512 slice) of each level with NAFBlocks."""
     cfg = build(preset).config
-    return [(lv, c, 512 // (cfg.shuffle * 2**lv)) for lv, c in enumerate(cfg.widths)]
+    levels = zip(cfg.widths, cfg.blocks_per_level(), strict=True)
+    return [(lv, c, 512 // (cfg.shuffle * 2**lv)) for lv, (c, n) in enumerate(levels) if n]
 
 
 def _block_cases():
@@ -99,7 +106,7 @@ def _block_cases():
             yield pytest.param(preset, c, size, id=f"{preset}-L{lv}-c{c}-{size}px")
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("variant", BLOCK_VARIANTS)
 @pytest.mark.parametrize("batch", [1, 16])
 @pytest.mark.parametrize(("preset", "c", "size"), list(_block_cases()))
 def test_nafblock(benchmark, preset, c, size, batch, variant):
@@ -122,13 +129,16 @@ def test_nafblock(benchmark, preset, c, size, batch, variant):
         benchmark(fn, x, emb)
     elt = x.element_size()
     min_bytes = 2 * x.numel() * elt
+    chosen = kernels.path_for(c, DTYPE)
+    path = PATHS.get(variant, chosen)
     benchmark.extra_info.update(
         variant=variant, channels=c, size=size, batch=batch, dtype=str(DTYPE),
-        min_bytes=min_bytes, fused_bytes=9 * x.numel() * elt,
+        min_bytes=min_bytes, fused_bytes=kernels.TRAFFIC[path] * x.numel() * elt,
+        path=path if variant in PATHS else None, chosen=variant in PATHS and path == chosen,
     )  # fmt: skip
     if CUDA:
         t = benchmark.stats.stats.mean
-        bytes_moved = 9 * x.numel() * elt if variant == "fused" else min_bytes
+        bytes_moved = kernels.TRAFFIC[path] * x.numel() * elt if variant in PATHS else min_bytes
         benchmark.extra_info.update(
             achieved_gbs=bytes_moved / t / 1e9,
             min_bytes_gbs=min_bytes / t / 1e9,

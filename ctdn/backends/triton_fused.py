@@ -5,11 +5,12 @@ retraining, :func:`ctdn.kernels.fuse`); the rest of the network (strided and tra
 dose MLP) stays torch. fp16 by default, bf16 and fp32 too; LayerNorm statistics and the dose path
 are fp32 whatever the precision.
 
-Batch-1 latency on a GPU is mostly kernel launches (a block is three kernels and two tiny torch ops,
-the network a few dozen launches), so each input shape (N, H, W) is captured once as a CUDA graph
-and replayed: after a warm-up that also runs Triton's autotuner (which cannot run inside a capture),
-a call copies the slices into the graph's input buffer, replays, and copies the output out. At most
-``MAX_GRAPHS`` shapes are kept; ``CTDN_CUDA_GRAPHS=0`` runs eagerly instead.
+Batch-1 latency on a GPU is mostly kernel launches (a block is three kernels, five for blocks over
+128 channels, and two tiny torch ops; the network a few dozen launches), so each input shape
+(N, H, W) is captured once as a CUDA graph and replayed: after a warm-up that also runs Triton's
+autotuner (which cannot run inside a capture), a call copies the slices into the graph's input
+buffer, replays, and copies the output out. At most ``MAX_GRAPHS`` shapes are kept;
+``CTDN_CUDA_GRAPHS=0`` runs eagerly instead.
 
 On the CPU it runs only under ``TRITON_INTERPRET=1`` (Triton's interpreter: exact but very slow), so
 the backend's own code can be tested without a GPU. Ranked below torch for ``auto`` until GPU
