@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import types
 
 import pytest
 import torch
@@ -87,32 +88,37 @@ def test_fused_block_matches_the_reference(nb, shape, film, dtype, path):
     assert torch.equal(xin, before), "the input was modified"
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @torch.no_grad()
-def test_each_pass_matches_its_reference_ops(nb, dtype):
-    n, c, h, w = 2, 12, 9, 7
+def _op_by_op(n, c, h, w):
+    """A FiLM'd block, its inputs and every intermediate of the reference, op by op in fp32."""
     cb = _block(c, film=True)
     x, emb = _inputs(n, c, h, w)
     blk = cb.block
-    # The reference, op by op in fp32.
-    xf = cb.film(x, emb)
-    t_ref = blk.conv1(blk.norm1(xf))
-    g_ref = blk.sg(blk.conv2(t_ref))
-    pool_ref = g_ref.mean((2, 3))
-    att_ref = blk.sca(g_ref).reshape(n, c)
-    out_ref = cb(x, emb)
+    r = types.SimpleNamespace(cb=cb, blk=blk, x=x, emb=emb, rows=_film_rows(cb, emb))
+    r.xf = cb.film(x, emb)
+    r.t = blk.conv1(blk.norm1(r.xf))
+    r.g = blk.sg(blk.conv2(r.t))
+    r.pool = r.g.mean((2, 3))
+    r.att = blk.sca(r.g).reshape(n, c)
+    r.x1 = r.xf + blk.beta * blk.conv3(r.g * r.att[:, :, None, None])
+    r.h = blk.sg(blk.conv4(blk.norm2(r.x1)))
+    r.out = r.x1 + blk.gamma * blk.conv5(r.h)
+    return r
 
-    rows = _film_rows(cb, emb)
-    b = blk.to(dtype)
-    t = nb.film_ln_expand(b, x.to(dtype), rows)
-    _check(t, t_ref, dtype)
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@torch.no_grad()
+def test_each_pass_matches_its_reference_ops(nb, dtype):
+    r = _op_by_op(2, 12, 9, 7)
+    b = r.blk.to(dtype)
+    _check(nb.film_ln_expand(b, r.x.to(dtype), r.rows), r.t, dtype)
     # Passes 2 and 3 on the reference's own inputs, so each is checked alone.
-    g, pool = nb.dw_gate_pool(b, t_ref.to(dtype).contiguous())
-    _check(g, g_ref, dtype)
-    _check(pool, pool_ref, dtype, out_dtype=torch.float32)  # (N, C), summed in fp32
-    _check(nb.attention(b, pool_ref), att_ref, dtype, out_dtype=torch.float32)  # b's weights in dtype
-    out = nb.attn_proj_ffn(b, x.to(dtype), rows, g_ref.to(dtype).contiguous(), att_ref.contiguous())
-    _check(out, out_ref, dtype)
+    g, pool = nb.dw_gate_pool(b, r.t.to(dtype).contiguous())
+    _check(g, r.g, dtype)
+    _check(pool, r.pool, dtype, out_dtype=torch.float32)  # (N, C), summed in fp32
+    _check(nb.attention(b, r.pool), r.att, dtype, out_dtype=torch.float32)  # b's weights in dtype
+    out = nb.attn_proj_ffn(b, r.x.to(dtype), r.rows, r.g.to(dtype).contiguous(), r.att.contiguous())
+    _check(out, r.out, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -120,25 +126,13 @@ def test_each_pass_matches_its_reference_ops(nb, dtype):
 def test_each_split_kernel_matches_its_reference_ops(nb, dtype):
     """The wide-block path's GEMM kernels alone, on C = 40: three K chunks (the last one partial)
     and three output tiles of 16 channels under the interpreter's config."""
-    n, c, h, w = 2, 40, 5, 9
-    cb = _block(c, film=True)
-    x, emb = _inputs(n, c, h, w)
-    blk = cb.block
-    xf = cb.film(x, emb)
-    t_ref = blk.conv1(blk.norm1(xf))
-    g_ref = blk.sg(blk.conv2(t_ref))
-    att_ref = blk.sca(g_ref).reshape(n, c)
-    x1_ref = xf + blk.beta * blk.conv3(g_ref * att_ref[:, :, None, None])
-    h_ref = blk.sg(blk.conv4(blk.norm2(x1_ref)))
-    out_ref = x1_ref + blk.gamma * blk.conv5(h_ref)
-
-    rows = _film_rows(cb, emb)
-    b = blk.to(dtype)
-    _check(nb.ln_gemm(b.norm1, b.conv1, x.to(dtype), rows), t_ref, dtype)
-    x1 = nb.gemm_res(b.conv3, g_ref.to(dtype), x.to(dtype), b.beta, att=att_ref.contiguous(), film=rows)
-    _check(x1, x1_ref, dtype)
-    _check(nb.ln_gemm(b.norm2, b.conv4, x1_ref.to(dtype), gate=True), h_ref, dtype)
-    _check(nb.gemm_res(b.conv5, h_ref.to(dtype), x1_ref.to(dtype), b.gamma), out_ref, dtype)
+    r = _op_by_op(2, 40, 5, 9)
+    b = r.blk.to(dtype)
+    _check(nb.ln_gemm(b.norm1, b.conv1, r.x.to(dtype), r.rows), r.t, dtype)
+    x1 = nb.gemm_res(b.conv3, r.g.to(dtype), r.x.to(dtype), b.beta, att=r.att.contiguous(), film=r.rows)
+    _check(x1, r.x1, dtype)
+    _check(nb.ln_gemm(b.norm2, b.conv4, r.x1.to(dtype), gate=True), r.h, dtype)
+    _check(nb.gemm_res(b.conv5, r.h.to(dtype), r.x1.to(dtype), b.gamma), r.out, dtype)
 
 
 def test_the_path_follows_the_channel_count_and_a_bad_one_is_refused(nb):
