@@ -7,7 +7,8 @@ cannot launch there; one with a stack frame spills registers to local memory (sl
 
     python -m ctdn.kernels.resources --arch 90 --channels 16 32 64 128 256 --dtype float16
 
-prints, per pass and autotuner config, the shared memory, registers, stack bytes and the verdict.
+prints, per pass and autotuner config, the shared memory, registers, stack bytes, whether its dots
+compiled to tensor-core instructions, and the verdict.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class Resources:
     stack: int
     num_warps: int
     arch: int
+    mma: str = "none"  # tensor-core instructions in its SASS: "wgmma" (Hopper), "mma" (Ampere on), "none"
 
     def problems(self) -> list[str]:
         """Why this config cannot run well on its target (empty: it fits)."""
@@ -67,19 +69,24 @@ def _tool(name: str) -> str:
     return path
 
 
-def _usage(cubin: bytes, name: str) -> tuple[int, int]:
-    """(registers per thread, stack bytes per thread) of kernel ``name`` in ``cubin``, by cuobjdump."""
+def _usage(cubin: bytes, name: str) -> tuple[int, int, str]:
+    """(registers per thread, stack bytes per thread, tensor-core instructions) of kernel ``name`` in
+    ``cubin``, by cuobjdump: its resource line and its SASS (HGMMA: warpgroup MMA, HMMA: warp MMA)."""
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "k.cubin")
         with open(path, "wb") as f:
             f.write(cubin)
-        text = subprocess.run(
-            [_tool("cuobjdump"), "--dump-resource-usage", path], capture_output=True, text=True, check=True
-        ).stdout
+
+        def dump(flag):
+            run = subprocess.run([_tool("cuobjdump"), flag, path], capture_output=True, text=True, check=True)
+            return run.stdout
+
+        text, sass = dump("--dump-resource-usage"), dump("--dump-sass")
     m = re.search(rf"Function {re.escape(name)}:\s*REG:(\d+) STACK:(\d+)", text)
     if m is None:
         raise RuntimeError(f"cuobjdump printed no resource line for {name}:\n{text}")
-    return int(m.group(1)), int(m.group(2))
+    mma = "wgmma" if re.search(r"\bHGMMA\b", sass) else "mma" if re.search(r"\bHMMA\b", sass) else "none"
+    return int(m.group(1)), int(m.group(2)), mma
 
 
 def compile_for(kernel, types: dict[str, str], constexprs: dict, *, arch: int, num_warps: int, num_stages=3):
@@ -105,8 +112,8 @@ def compile_for(kernel, types: dict[str, str], constexprs: dict, *, arch: int, n
 def measure(kernel, types, constexprs, *, arch, num_warps, num_stages=3, config="") -> Resources:
     """Compile ``kernel`` for ``sm_<arch>`` and read its shared memory, registers and stack."""
     k = compile_for(kernel, types, constexprs, arch=arch, num_warps=num_warps, num_stages=num_stages)
-    regs, stack = _usage(k.asm["cubin"], kernel.__name__)
-    return Resources(kernel.__name__, config, int(k.metadata.shared), regs, stack, num_warps, arch)
+    regs, stack, mma = _usage(k.asm["cubin"], kernel.__name__)
+    return Resources(kernel.__name__, config, int(k.metadata.shared), regs, stack, num_warps, arch, mma)
 
 
 def block_resources(
@@ -149,8 +156,8 @@ def main(argv=None) -> int:
     if interpreting():
         p.error("TRITON_INTERPRET is set: the kernels are interpreted, not compiled; unset it")
     if not a.json:
-        print("| C | kernel | config | shared KiB | regs | stack B | verdict |")
-        print("|---|---|---|---|---|---|---|")
+        print("| C | kernel | config | shared KiB | regs | stack B | tensor cores | verdict |")
+        print("|---|---|---|---|---|---|---|---|")
     path = None if a.path == "auto" else a.path
     for c in a.channels:
         for r in block_resources(c, _dtype(a.dtype), arch=a.arch, path=path, pruned=not a.all_configs):
@@ -158,7 +165,8 @@ def main(argv=None) -> int:
             if a.json:
                 print(json.dumps({"channels": c, **dataclasses.asdict(r), "problems": r.problems()}))
             else:
-                cells = (c, r.kernel, r.config, f"{r.shared / 1024:.0f}", r.registers, r.stack, verdict)
+                kib = f"{r.shared / 1024:.0f}"
+                cells = (c, r.kernel, r.config, kib, r.registers, r.stack, r.mma, verdict)
                 print("| " + " | ".join(map(str, cells)) + " |")
             sys.stdout.flush()
     return 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -54,6 +55,22 @@ def test_every_config_the_autotuner_may_pick_fits_an_h100(dtype):
     # the plain and the gated _ln_gemm, the attention and the plain _gemm_res: two variants each
     split_rows = [r for r in rows if r["channels"] == 256 and r["kernel"] == "_ln_gemm"]
     assert len(split_rows) == 10
+    # fp16/bf16 dots run on tensor cores: Hopper's warpgroup MMA for tiles of 64 rows or more (output
+    # channels: BLOCK_O, or all C on the fused path), warp MMA below; fp32 dots are IEEE FMAs
+    for r in rows:
+        if r["kernel"] == "_dw_gate_pool" or dtype == "float32":
+            assert r["mma"] == "none", r
+            continue
+        block_o = re.search(r"BLOCK_O=(\d+)", r["config"])
+        m = int(block_o.group(1)) if block_o else kernels.padded_channels(r["channels"])
+        assert r["mma"] == ("wgmma" if m >= 64 else "mma"), r
+
+
+def test_an_a100_gets_warp_mma_and_every_config_fits_it_too():
+    rows = _rows("--arch", "80", "--dtype", "bfloat16", "--channels", "16", "256")
+    assert not [r for r in rows if r["problems"]]
+    assert {r["mma"] for r in rows if r["kernel"] != "_dw_gate_pool"} == {"mma"}
+    assert {r["kernel"] for r in rows} == FUSED | SPLIT
 
 
 def test_the_fused_path_at_256_channels_spills_and_is_reported_so():
@@ -71,7 +88,7 @@ def test_the_table_names_every_kernel_and_verdict():
     r = _tool("--dtype", "float16", "--channels", "24", "--path", "split")
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
-    assert lines[0].startswith("| C | kernel | config |")
+    assert lines[0].startswith("| C | kernel | config |") and "tensor cores" in lines[0]
     assert {line.split("|")[2].strip() for line in lines[2:]} == SPLIT
     assert all(line.rstrip().endswith("| fits |") for line in lines[2:])
 
@@ -86,7 +103,7 @@ def test_problems_names_each_reason_a_config_cannot_run_well():
     from ctdn.kernels.resources import Resources
 
     def res(shared=0, registers=64, stack=0, warps=4, arch=90):
-        return Resources("k", "", shared, registers, stack, warps, arch)
+        return Resources("k", "", shared, registers, stack, warps, arch, "wgmma")
 
     assert res().problems() == []
     assert res(shared=232448).problems() == []  # the H100's opt-in limit itself
