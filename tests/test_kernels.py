@@ -88,6 +88,19 @@ def test_fused_block_matches_the_reference(nb, shape, film, dtype, path):
     assert torch.equal(xin, before), "the input was modified"
 
 
+@pytest.mark.parametrize(("c", "path"), [(100, "fused"), (130, "split")])
+@torch.no_grad()
+def test_blocks_either_side_of_the_crossover_take_their_path_and_match(nb, c, path):
+    """The widest fused block (C = 100 pads to 128 rows) and the narrowest split one (130), fp16, by
+    the path ``path_for`` picks: the widths where a padding or tiling slip would show."""
+    assert nb.path_for(c, torch.float16) == path
+    block = _block(c, film=True)
+    x, emb = _inputs(2, c, 5, 7)
+    ref = block(x, emb)
+    fused = nb.FusedNAFBlock(block.block.half(), block.film)
+    _check(fused(x.half(), emb), ref, torch.float16)
+
+
 @torch.no_grad()
 def _op_by_op(n, c, h, w):
     """A FiLM'd block, its inputs and every intermediate of the reference, op by op in fp32."""
