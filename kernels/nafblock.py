@@ -21,7 +21,7 @@ smallest ``tl.dot``), and loads whole ``[C, C]`` weight matrices.
 
 **split** (wider C): that whole-channel tile does not fit a GPU at C = 256 (``paper``'s every
 block): compiled for an H100 in fp16 (``python -m ctdn.kernels.resources``), every config of
-passes 1 and 3 spills registers, 0.4-4.3 KiB per thread in pass 1 and 2.5-8.6 KiB in pass 3 (in
+passes 1 and 3 spills registers, 0.4-4.2 KiB per thread in pass 1 and 2.5-8.6 KiB in pass 3 (in
 fp32, from C = 64). The
 split path is the three 1x1-conv stages as GEMM kernels tiled over output channels, pixels and a K
 loop, with the normalisation, FiLM, gate and residuals in their prologues and epilogues:
