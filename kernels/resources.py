@@ -31,6 +31,16 @@ __all__ = ["SHARED_LIMIT", "Resources", "compile_for", "block_resources", "main"
 # Programming Guide, "Technical Specifications per Compute Capability").
 SHARED_LIMIT = {80: 166912, 86: 101376, 87: 166912, 89: 101376, 90: 232448, 100: 232448, 120: 101376}
 REGISTERS_PER_BLOCK = 65536
+# Per SM, for the occupancy estimate: (max resident warps, max resident blocks, shared memory bytes)
+# (same tables); registers: 64K per SM, allocated per warp in units of 256, 1 KiB of shared memory
+# reserved per block.
+SM_LIMITS = {
+    80: (64, 32, 167936),
+    86: (48, 16, 102400),
+    87: (48, 16, 167936),
+    89: (48, 24, 102400),
+    90: (64, 32, 233472),
+}
 _TRITON_TYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 
 
@@ -46,6 +56,18 @@ class Resources:
     num_warps: int
     arch: int
     mma: str = "none"  # tensor-core instructions in its SASS: "wgmma" (Hopper), "mma" (Ampere on), "none"
+
+    def occupancy(self) -> float | None:
+        """Resident warps per SM over the most an SM holds, by the CUDA occupancy rules (registers,
+        shared memory, warps and blocks per SM): computed, not measured; None for an unknown arch."""
+        if self.arch not in SM_LIMITS or any("cannot launch" in p for p in self.problems()):
+            return None
+        max_warps, max_blocks, shared_sm = SM_LIMITS[self.arch]
+        regs_per_warp = -(-self.registers * 32 // 256) * 256
+        by_regs = REGISTERS_PER_BLOCK // (regs_per_warp * self.num_warps)
+        by_shared = shared_sm // (self.shared + 1024)
+        blocks = min(max_blocks, max_warps // self.num_warps, by_regs, by_shared)
+        return blocks * self.num_warps / max_warps
 
     def problems(self) -> list[str]:
         """Why this config cannot run well on its target (empty: it fits)."""
@@ -156,17 +178,19 @@ def main(argv=None) -> int:
     if interpreting():
         p.error("TRITON_INTERPRET is set: the kernels are interpreted, not compiled; unset it")
     if not a.json:
-        print("| C | kernel | config | shared KiB | regs | stack B | tensor cores | verdict |")
-        print("|---|---|---|---|---|---|---|---|")
+        print("| C | kernel | config | shared KiB | regs | stack B | tensor cores | occupancy | verdict |")
+        print("|---|---|---|---|---|---|---|---|---|")
     path = None if a.path == "auto" else a.path
     for c in a.channels:
         for r in block_resources(c, _dtype(a.dtype), arch=a.arch, path=path, pruned=not a.all_configs):
             verdict = "; ".join(r.problems()) or "fits"
             if a.json:
-                print(json.dumps({"channels": c, **dataclasses.asdict(r), "problems": r.problems()}))
+                row = {"channels": c, **dataclasses.asdict(r), "occupancy": r.occupancy()}
+                print(json.dumps({**row, "problems": r.problems()}))
             else:
                 kib = f"{r.shared / 1024:.0f}"
-                cells = (c, r.kernel, r.config, kib, r.registers, r.stack, r.mma, verdict)
+                occ = "?" if r.occupancy() is None else f"{r.occupancy():.0%}"
+                cells = (c, r.kernel, r.config, kib, r.registers, r.stack, r.mma, occ, verdict)
                 print("| " + " | ".join(map(str, cells)) + " |")
             sys.stdout.flush()
     return 0

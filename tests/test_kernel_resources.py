@@ -126,3 +126,17 @@ def test_without_triton_the_tool_says_how_to_install(monkeypatch, capsys):
         resources.main(["--channels", "16"])
     assert e.value.code == 2
     assert "pip install 'ctdn[triton]'" in capsys.readouterr().err
+
+
+def test_occupancy_follows_the_cuda_rules_for_registers_shared_memory_and_warps():
+    from ctdn.kernels.resources import Resources
+
+    def occ(registers=32, shared=0, warps=4, arch=90):
+        return Resources("k", "", shared, registers, 0, warps, arch).occupancy()
+
+    assert occ() == 1.0  # 16 blocks of 4 warps: the SM's 64 warps
+    assert occ(registers=40) == 0.75  # 40 x 32 x 4 registers a block: 12 blocks
+    assert occ(registers=255, warps=8) == 0.125  # rounded up to 256 a thread: one block
+    assert occ(shared=100 * 1024) == 0.125  # 228 KiB an SM holds two such blocks (1 KiB reserved each)
+    assert occ(registers=64) == 0.5 and occ(registers=64, arch=86) == 32 / 48  # 8 blocks; 48 warps an SM
+    assert occ(arch=75) is None and occ(shared=300 * 1024) is None  # unknown arch; cannot launch
