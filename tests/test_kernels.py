@@ -101,6 +101,38 @@ def test_blocks_either_side_of_the_crossover_take_their_path_and_match(nb, c, pa
     _check(fused(x.half(), emb), ref, torch.float16)
 
 
+def _space(nb, c, dtype, path):
+    """(kind, block sizes) of every config the GPU autotuner may pick for a block of c channels."""
+    out = []
+    for kernel, _, configs in nb.plan(c, dtype, path=path):
+        kind = nb._SPACE[kernel][0]
+        out += [(kind, cfg.kwargs) for cfg in configs if (kind, cfg.kwargs) not in out]
+    return out
+
+
+SPACE_CASES = [(20, torch.float16, "fused"), (40, torch.float16, "split"), (40, torch.float32, "split")]
+
+
+@pytest.mark.parametrize(("c", "dtype", "path"), SPACE_CASES, ids=lambda v: str(v).replace("torch.", ""))
+@torch.no_grad()
+def test_every_config_the_autotuner_may_pick_computes_the_block(nb, monkeypatch, c, dtype, path):
+    """The interpreter normally runs one small config per kernel; here each of the GPU's configs in
+    turn (tiles wider than the problem, BLOCK_K 8 of the fp32 GEMMs, 8 channels per depthwise
+    program), so a config the autotuner picks on a GPU has had its masks and tiling checked."""
+    if torch.cuda.is_available():
+        pytest.skip("on a GPU the autotuner runs the configs itself")
+    block = _block(c, film=True)
+    x, emb = _inputs(2, c, 5, 9)
+    ref = block(x, emb)
+    fused = nb.FusedNAFBlock(block.block.to(dtype), block.film, path=path)
+    space = _space(nb, c, dtype, path)
+    assert len(space) >= 9
+    for kind, blocks in space:
+        monkeypatch.setitem(nb.INTERPRET_META, kind, blocks)
+        _check(fused(x.to(dtype), emb), ref, dtype)
+        monkeypatch.undo()
+
+
 @torch.no_grad()
 def _op_by_op(n, c, h, w):
     """A FiLM'd block, its inputs and every intermediate of the reference, op by op in fp32."""
