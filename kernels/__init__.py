@@ -3,8 +3,9 @@
 ``fuse(model)`` returns the model with every NAFBlock (and the dose scale/shift in front of it)
 run by fused kernels (``nafblock.py``: three per block, five for blocks wider than 128 channels,
 32 in fp32), sharing the weights; ``python -m ctdn.kernels.resources`` compiles them for a GPU
-that is not there and reports their shared memory, registers and spills. Triton is optional (``pip install
-"ctdn[triton]"``): importing this package is cheap and never imports triton; ``fuse`` does.
+that is not there and reports their shared memory, registers and spills. Triton is optional
+(``pip install "ctdn[triton]"``): importing this package is cheap and never imports triton;
+``fuse`` does.
 Kernels run on CUDA tensors, or on CPU tensors under ``TRITON_INTERPRET=1`` (exact but slow: for
 tests on small shapes).
 """
@@ -18,7 +19,7 @@ import os
 import torch
 from torch import nn
 
-__all__ = ["fuse", "unavailable", "interpreting", "path_for", "padded_channels", "TRAFFIC"]
+__all__ = ["fuse", "unavailable", "interpreting", "path_for", "check_path", "padded_channels", "TRAFFIC"]
 
 # Widest C (padded to a power of two) the three-pass fused path runs; wider blocks take the split
 # path. In fp16/bf16 at CP = 128 the fused kernels fit an H100 with BLOCK_P = 32 only, at 256 no
@@ -42,6 +43,14 @@ def path_for(c: int, dtype: torch.dtype = torch.float16) -> str:
     return "fused" if padded_channels(c) <= widest else "split"
 
 
+def check_path(path: str | None) -> str | None:
+    """``path`` if it names a path (``"fused"``, ``"split"``) or is None (chosen per block), else
+    ValueError."""
+    if path not in (None, "fused", "split"):
+        raise ValueError(f"path must be 'fused', 'split' or None, got {path!r}")
+    return path
+
+
 def interpreting() -> bool:
     """True under ``TRITON_INTERPRET=1``: kernels run on CPU tensors through Triton's interpreter."""
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
@@ -62,8 +71,7 @@ def fuse(model: nn.Module, path: str | None = None) -> nn.Module:
     ``path``: ``"fused"`` (three kernels), ``"split"`` (five, for wide blocks) or None: by each
     block's channel count and the input's dtype (``nafblock.path_for``).
     """
-    if path not in (None, "fused", "split"):
-        raise ValueError(f"path must be 'fused', 'split' or None, got {path!r}")
+    check_path(path)
     why = unavailable()
     if why is not None:
         from ctdn.errors import MissingDependencyError

@@ -22,9 +22,9 @@ smallest ``tl.dot``), and loads whole ``[C, C]`` weight matrices.
 **split** (wider C): that whole-channel tile does not fit a GPU at C = 256 (``paper``'s every
 block): compiled for an H100 in fp16 (``python -m ctdn.kernels.resources``), every config of
 passes 1 and 3 spills registers, 0.4-4.2 KiB per thread in pass 1 and 2.5-8.6 KiB in pass 3 (in
-fp32, from C = 64). The
-split path is the three 1x1-conv stages as GEMM kernels tiled over output channels, pixels and a K
-loop, with the normalisation, FiLM, gate and residuals in their prologues and epilogues:
+fp32, from C = 64). The split path is the three 1x1-conv stages as GEMM kernels tiled over output
+channels, pixels and a K loop, with the normalisation, FiLM, gate and residuals in their prologues
+and epilogues:
 
 1. ``_ln_gemm``: t = conv1(LN(FiLM(x))), an output-channel tile per program. Reads x, writes t (2C).
 2. ``_dw_gate_pool`` as above.
@@ -32,9 +32,9 @@ loop, with the normalisation, FiLM, gate and residuals in their prologues and ep
 4. ``_ln_gemm`` with the gate: h = SimpleGate(conv4(LN(x1))). Reads x1, writes h (C).
 5. ``_gemm_res``: out = x1 + gamma * conv5(h). Reads h, x1, writes out (C).
 
-14 C values per pixel: 5 more than the fused path, at the levels where the 1x1 convs' arithmetic,
-not memory, bounds the time. x1 and h are rounded to the input dtype between kernels, as the
-eager block rounds every tensor.
+14 C values per pixel (re-reads within a kernel counted once: they should hit L1/L2): 5 more than
+the fused path, at the width where the 1x1 convs' arithmetic weighs most. x1 and h are rounded to
+the input dtype between kernels, as the eager block rounds every tensor.
 
 Both paths: NCHW in and out; LayerNorm statistics (mean, then centred squares), dots and every
 intermediate in fp32 whatever the input dtype (NAFNet activations overflow fp16 sums); fp16/bf16
@@ -53,7 +53,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import FUSED_MAX_C, FUSED_MAX_C_FP32, interpreting, padded_channels, path_for
+from . import FUSED_MAX_C, FUSED_MAX_C_FP32, check_path, interpreting, padded_channels, path_for
 
 __all__ = [
     "nafblock_forward",
@@ -80,13 +80,18 @@ def _fused_configs():
     return [triton.Config({"BLOCK_P": p}, num_warps=w) for p in (32, 64, 128) for w in (4, 8)]
 
 
+def _arg(named_args, kwargs, name, default):
+    """A launch argument as the autotuner's pruning hook gets it: positional or keyword."""
+    return named_args.get(name, kwargs.get(name, default))
+
+
 def _prune_fused(configs, named_args, **kwargs):
     # A [CP, BLOCK_P] fp32 tile lives in registers: keep at most 16 of its values per thread (8 with
     # IEEE fp32 dots, whose operands are not packed halves). Compiled for an H100 every kept config is
     # free of spills (ctdn.kernels.resources); of those dropped, the fp16 ones at CP = 128 spill
-    # 0.6-2.3 KiB per thread, the fp32 ones at CP = 32 24-768 B.
-    cp = named_args.get("CP", kwargs.get("CP", 16))
-    per_warp = 256 if named_args.get("IEEE", kwargs.get("IEEE", False)) else 512
+    # 8 B-2.3 KiB per thread in pass 3, the fp32 ones at CP = 32 24-768 B.
+    per_warp = 256 if _arg(named_args, kwargs, "IEEE", False) else 512
+    cp = _arg(named_args, kwargs, "CP", 16)
     kept = [c for c in configs if cp * c.kwargs["BLOCK_P"] <= per_warp * c.num_warps]
     return kept or configs[:1]
 
@@ -109,7 +114,7 @@ def _gemm_configs():
 
 def _prune_gemm(configs, named_args, **kwargs):
     # The fp32 set (BLOCK_K = 8) for IEEE dots, the fp16/bf16 set (BLOCK_K = 32) otherwise.
-    ieee = bool(named_args.get("IEEE", kwargs.get("IEEE", False)))
+    ieee = bool(_arg(named_args, kwargs, "IEEE", False))
     return [c for c in configs if (c.kwargs["BLOCK_K"] == 8) == ieee]
 
 
@@ -550,8 +555,7 @@ def nafblock_forward(block, x: torch.Tensor, film: torch.Tensor | None = None, p
     first (``CondBlock``). x may be fp32, fp16 or bf16; the weights are read in any dtype. ``path``:
     ``"fused"``, ``"split"`` or None (``path_for`` the channel count and dtype).
     """
-    if path not in (None, "fused", "split"):
-        raise ValueError(f"path must be 'fused', 'split' or None, got {path!r}")
+    check_path(path)
     x = x.contiguous()
     path = path or path_for(x.shape[1], x.dtype)
     if path == "fused":
@@ -574,7 +578,7 @@ class FusedNAFBlock(torch.nn.Module):
         super().__init__()
         self.block = block  # the reference module: its parameters are the ones used
         self.film = film
-        self.path = path  # "fused", "split" or None: by the channel count (path_for)
+        self.path = check_path(path)  # "fused", "split" or None: by the channel count and dtype
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
         rows = None

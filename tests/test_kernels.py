@@ -189,6 +189,8 @@ def test_the_path_follows_the_channel_count_and_a_bad_one_is_refused(nb):
         nb.nafblock_forward(_block(8, film=False).block, torch.zeros(1, 8, 4, 4, device=DEVICE), path="fast")
     with pytest.raises(ValueError, match="path must be"):
         kernels.fuse(build("tiny"), path="fast")
+    with pytest.raises(ValueError, match="path must be"):
+        nb.FusedNAFBlock(_block(8, film=False).block, path="Split")
 
 
 def test_the_autotuner_spaces_are_pruned_by_tile_size_and_precision(nb):
