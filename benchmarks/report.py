@@ -122,11 +122,7 @@ def physical_context() -> str:
         n_blocks = sum(type(x).__name__ == "NAFBlock" for x in m.modules())
         params = sum(p.numel() for p in m.parameters()) / 1e6
         lines.append(f"| `{preset}` | {macs:.1f} | {params:.2f} M | {n_blocks} |")
-        cfg = m.config
-        for lv, (c, count) in enumerate(zip(cfg.widths, cfg.blocks_per_level(), strict=True)):
-            if not count:
-                continue
-            size = 512 // (cfg.shuffle * 2**lv)
+        for lv, c, size, count in m.config.block_levels(512):
             n = c * size * size * 2
             path = kernels.path_for(c, torch.float16)
             blocks.append(

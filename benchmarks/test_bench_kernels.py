@@ -95,9 +95,7 @@ def _variant(module: torch.nn.Module, variant: str):
 
 def _levels(preset: str):
     """(level, channels, size for a 512x512 slice) of each level with NAFBlocks."""
-    cfg = build(preset).config
-    levels = zip(cfg.widths, cfg.blocks_per_level(), strict=True)
-    return [(lv, c, 512 // (cfg.shuffle * 2**lv)) for lv, (c, n) in enumerate(levels) if n]
+    return [(lv, c, side) for lv, c, side, _ in build(preset).config.block_levels(512)]
 
 
 def _block_cases():

@@ -119,6 +119,9 @@ def test_blocks_per_level_counts_the_built_nafblocks_by_width(name):
     for c, n in zip(cfg.widths, cfg.blocks_per_level(), strict=True):
         expected[c] = expected.get(c, 0) + n
     assert {c: built.count(c) for c in expected} == expected and len(built) == sum(expected.values())
+    levels = cfg.block_levels(512)
+    assert [n for *_, n in levels] == [n for n in cfg.blocks_per_level() if n]
+    assert all(side == 512 // (cfg.shuffle * 2**lv) for lv, _, side, _ in levels)
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))

@@ -117,6 +117,11 @@ class ModelConfig:
         above = tuple(e + d for e, d in zip(self.enc_blocks, self.dec_blocks, strict=True))
         return (*above, self.mid_blocks + self.dec_mid_blocks)
 
+    def block_levels(self, size: int) -> list[tuple[int, int, int, int]]:
+        """(level, width, side, blocks) of each level with blocks, for a ``size`` x ``size`` input."""
+        levels = zip(self.widths, self.blocks_per_level(), strict=True)
+        return [(lv, c, size // (self.shuffle * 2**lv), n) for lv, (c, n) in enumerate(levels) if n]
+
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
