@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import json
 import os
 import re
@@ -157,11 +156,6 @@ def block_resources(
     return out
 
 
-@functools.cache
-def _dtype(name: str) -> torch.dtype:
-    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[name]
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m ctdn.kernels.resources", description=__doc__.split("\n\n")[0])
     p.add_argument("--arch", type=int, default=90, help="compute capability x 10 (90: H100/H200; 80: A100)")
@@ -177,12 +171,15 @@ def main(argv=None) -> int:
         p.error(unavailable())
     if interpreting():
         p.error("TRITON_INTERPRET is set: the kernels are interpreted, not compiled; unset it")
+    if min(a.channels) < 1:
+        p.error(f"--channels must be positive, got {a.channels}")
     if not a.json:
         print("| C | kernel | config | shared KiB | regs | stack B | tensor cores | occupancy | verdict |")
         print("|---|---|---|---|---|---|---|---|---|")
     path = None if a.path == "auto" else a.path
+    dtype = getattr(torch, a.dtype)
     for c in a.channels:
-        for r in block_resources(c, _dtype(a.dtype), arch=a.arch, path=path, pruned=not a.all_configs):
+        for r in block_resources(c, dtype, arch=a.arch, path=path, pruned=not a.all_configs):
             verdict = "; ".join(r.problems()) or "fits"
             if a.json:
                 row = {"channels": c, **dataclasses.asdict(r), "occupancy": r.occupancy()}

@@ -93,6 +93,11 @@ def test_the_table_names_every_kernel_and_verdict():
     assert all(line.rstrip().endswith("| fits |") for line in lines[2:])
 
 
+def test_a_channel_count_below_one_is_refused_by_name():
+    r = _tool("--channels", "16", "0")
+    assert r.returncode == 2 and "--channels must be positive" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_under_the_interpreter_the_tool_refuses_and_says_why():
     r = _tool("--channels", "16", interpret=True)
     assert r.returncode == 2
