@@ -76,6 +76,12 @@ __all__ = [
 EMULATED_HALF_DOT = tl.constexpr(interpreting())
 
 # --- autotuner config spaces (GPU) ---------------------------------------------------------------------
+# Smallest K of a tl.dot on 16- and 32-bit operands in triton 3.2-3.7 (3.8 allows 8 for fp32): no
+# tile's K goes below it, whatever the triton (CUDA builds of torch 2.11 bring 3.6).
+MIN_DOT_K = 16
+HALF_BLOCK_K = 32
+
+
 def _fused_configs():
     return [triton.Config({"BLOCK_P": p}, num_warps=w) for p in (32, 64, 128) for w in (4, 8)]
 
@@ -97,25 +103,26 @@ def _prune_fused(configs, named_args, **kwargs):
 
 
 def _gemm_configs():
-    # (BLOCK_O, BLOCK_P, warps) tiles that compile for an H100 without spilling in all four GEMM
-    # variants (plain and gated _ln_gemm, _gemm_res with and without a FiLM'd residual; measured with
-    # ctdn.kernels.resources). fp16/bf16: K chunks of 32, three pipeline stages (the K loop's loads
-    # overlap the dots); 128 x 64 and 64 x 128 need 8 warps, 128 x 128 spills with any. fp32 (IEEE
-    # dots, no tensor cores): a [BLOCK_O, BLOCK_K] fp32 operand is twice the registers, so K chunks of
-    # 8 and two stages; 64 x 64 spills there even so.
-    half = [(64, 64, 4), (128, 64, 8), (64, 128, 8), (32, 64, 4), (32, 128, 4)]
-    ieee = [(32, 32, 4), (32, 64, 4), (64, 32, 4), (32, 128, 8), (128, 32, 8)]
+    # (BLOCK_O, BLOCK_P, warps, stages) tiles that compile for an H100 without spilling in all four
+    # GEMM variants (plain and gated _ln_gemm, _gemm_res with and without a FiLM'd residual; measured
+    # with ctdn.kernels.resources under triton 3.6 and 3.9). fp16/bf16: K chunks of 32, three pipeline
+    # stages (the K loop's loads overlap the dots); 128 x 64 and 64 x 128 need 8 warps, 128 x 128
+    # spills with any. fp32 (IEEE dots, no tensor cores): a [BLOCK_O, BLOCK_K] fp32 operand is twice
+    # the registers, so K chunks of MIN_DOT_K and two stages, but one for 32 x 64 (it spills 8 B with
+    # two under triton 3.9; 64 x 64 at 4 warps, 48 B).
+    half = [(64, 64, 4, 3), (128, 64, 8, 3), (64, 128, 8, 3), (32, 64, 4, 3), (32, 128, 4, 3)]
+    ieee = [(32, 32, 4, 2), (32, 64, 4, 1), (64, 32, 4, 2), (32, 128, 8, 2), (128, 32, 8, 2)]
 
-    def cfg(o, p, w, k, stages):
+    def cfg(o, p, w, stages, k):
         return triton.Config({"BLOCK_O": o, "BLOCK_P": p, "BLOCK_K": k}, num_warps=w, num_stages=stages)
 
-    return [cfg(*t, 32, 3) for t in half] + [cfg(*t, 8, 2) for t in ieee]
+    return [cfg(*t, HALF_BLOCK_K) for t in half] + [cfg(*t, MIN_DOT_K) for t in ieee]
 
 
 def _prune_gemm(configs, named_args, **kwargs):
-    # The fp32 set (BLOCK_K = 8) for IEEE dots, the fp16/bf16 set (BLOCK_K = 32) otherwise.
+    # The fp32 set (BLOCK_K = MIN_DOT_K) for IEEE dots, the fp16/bf16 set (HALF_BLOCK_K) otherwise.
     ieee = bool(_arg(named_args, kwargs, "IEEE", False))
-    return [c for c in configs if (c.kwargs["BLOCK_K"] == 8) == ieee]
+    return [c for c in configs if (c.kwargs["BLOCK_K"] == MIN_DOT_K) == ieee]
 
 
 def _dw_configs():

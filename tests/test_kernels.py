@@ -117,7 +117,7 @@ SPACE_CASES = [(20, torch.float16, "fused"), (40, torch.float16, "split"), (40, 
 @torch.no_grad()
 def test_every_config_the_autotuner_may_pick_computes_the_block(nb, monkeypatch, c, dtype, path):
     """The interpreter normally runs one small config per kernel; here each of the GPU's configs in
-    turn (tiles wider than the problem, BLOCK_K 8 of the fp32 GEMMs, 8 channels per depthwise
+    turn (tiles wider than the problem, BLOCK_K 32 of the fp16 GEMMs, 8 channels per depthwise
     program), so a config the autotuner picks on a GPU has had its masks and tiling checked."""
     if torch.cuda.is_available():
         pytest.skip("on a GPU the autotuner runs the configs itself")
@@ -131,6 +131,19 @@ def test_every_config_the_autotuner_may_pick_computes_the_block(nb, monkeypatch,
         monkeypatch.setitem(nb.INTERPRET_META, kind, blocks)
         _check(fused(x.to(dtype), emb), ref, dtype)
         monkeypatch.undo()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_no_dot_is_narrower_than_older_tritons_allow(nb, dtype):
+    """triton 3.2-3.7 refuse a tl.dot with K < 16 on 16- and 32-bit operands (3.8 allows 8 in fp32, and
+    CI has a newer one): every config's K chunk and the fused tiles' padded C stay at MIN_DOT_K or more,
+    so the kernels also compile with the triton 3.6 that CUDA builds of torch 2.11 bring."""
+    assert nb.MIN_DOT_K == 16 and nb.INTERPRET_META["gemm"]["BLOCK_K"] >= nb.MIN_DOT_K
+    for c in (1, 12, 40, 130, 256):
+        for path in ("fused", "split"):
+            for _kernel, meta, configs in nb.plan(c, dtype, path=path, pruned=False):
+                assert meta.get("CP", nb.MIN_DOT_K) >= nb.MIN_DOT_K
+                assert all(cfg.kwargs.get("BLOCK_K", nb.MIN_DOT_K) >= nb.MIN_DOT_K for cfg in configs)
 
 
 @torch.no_grad()
@@ -206,12 +219,14 @@ def test_the_autotuner_spaces_are_pruned_by_tile_size_and_precision(nb):
     assert tiles(configs(128, torch.float16, "fused", "_attn_proj_ffn")) == {(32, 8)}
     assert tiles(configs(32, torch.float32, "fused", "_attn_proj_ffn")) == {(32, 4), (32, 8), (64, 8)}
     assert len(configs(16, torch.bfloat16, "fused", "_film_ln_expand")) == 6
-    # split GEMMs: K chunks of 32 and three stages in fp16/bf16, of 8 and two stages in fp32
-    for dtype, k, stages in ((torch.float16, 32, 3), (torch.bfloat16, 32, 3), (torch.float32, 8, 2)):
+    # split GEMMs: K chunks of 32 and three stages in fp16/bf16; of 16 and two stages in fp32, but one
+    # for the 32 x 64 tile (which spills 8 B with two)
+    half, ieee = {(32, 3)}, {(16, 2), (16, 1)}
+    for dtype, want in ((torch.float16, half), (torch.bfloat16, half), (torch.float32, ieee)):
         for kernel in ("_ln_gemm", "_gemm_res"):
             cfgs = configs(256, dtype, "split", kernel)
             assert len(cfgs) == 5
-            assert {(c.kwargs["BLOCK_K"], c.num_stages) for c in cfgs} == {(k, stages)}
+            assert {(c.kwargs["BLOCK_K"], c.num_stages) for c in cfgs} == want
     assert len(nb.plan(256, torch.float16, path="split", pruned=False)[0][2]) == 10
     # the autotuner of each kernel prunes as plan says (launchers pass the constexprs as keywords)
     cases = ((128, torch.float16, "fused"), (32, torch.float32, "fused"), (64, torch.float32, "split"))
