@@ -13,6 +13,7 @@ tests on small shapes).
 from __future__ import annotations
 
 import copy
+import importlib.metadata
 import importlib.util
 import os
 
@@ -56,10 +57,39 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
+def _dist(dist: str) -> str:
+    """The installed version of a distribution, without importing it ("" when not installed)."""
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return ""
+
+
+def _version(dist: str) -> tuple[int, ...]:
+    """(major, minor) of an installed distribution; () when unknown."""
+    try:
+        return tuple(int(v) for v in _dist(dist).split(".")[:2])
+    except ValueError:
+        return ()
+
+
 def unavailable() -> str | None:
-    """Why the fused kernels cannot run here (None: triton is importable)."""
+    """Why the fused kernels cannot run here (None: they can)."""
     if importlib.util.find_spec("triton") is None:
         return "triton is not installed (pip install 'ctdn[triton]'; it comes with CUDA builds of torch)"
+    if interpreting():
+        triton_v, numpy_v = _version("triton"), _version("numpy")
+        installed = f"installed: triton {_dist('triton')}, numpy {_dist('numpy')}"
+        # triton < 3.4 asks for a GPU driver when an autotuner is made (nafblock makes them on import).
+        if triton_v and triton_v < (3, 4) and not torch.cuda.is_available():
+            return f"TRITON_INTERPRET=1 needs triton >= 3.4 on a machine without a GPU driver ({installed})"
+        # The interpreter of triton < 3.7 turns a scalar kernel argument used as a loop bound into a
+        # Python int through a 1-element array, which numpy >= 2.4 refuses (every kernel loops to C).
+        if triton_v and numpy_v and triton_v < (3, 7) and numpy_v >= (2, 4):
+            return (
+                f"TRITON_INTERPRET=1 needs triton >= 3.7 with numpy >= 2.4 ({installed}): "
+                "upgrade triton or install numpy < 2.4"
+            )
     return None
 
 

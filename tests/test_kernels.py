@@ -290,6 +290,31 @@ def test_without_triton_fuse_says_how_to_install(monkeypatch):
         kernels.fuse(build("tiny"))
 
 
+@pytest.mark.parametrize(
+    ("triton_v", "numpy_v", "interpret", "why"),
+    [
+        ("3.6.0", "2.4.6", "1", "with numpy >= 2.4 (installed: triton 3.6.0, numpy 2.4.6)"),
+        ("3.3.1", "2.3.5", "1", "needs triton >= 3.4 on a machine without a GPU driver"),
+        ("3.6.0", "2.3.5", "1", None),
+        ("3.7.0", "2.5.2", "1", None),
+        ("3.3.1", "2.5.2", "0", None),
+    ],
+)
+def test_an_interpreter_that_cannot_run_here_is_named(monkeypatch, triton_v, numpy_v, interpret, why):
+    """Old tritons' interpreters fail here from deep inside triton (3.2-3.3: no GPU driver; before 3.7,
+    with numpy >= 2.4: a loop bound through int() of a 1-element array): said by name instead.
+    Compiled on a GPU, neither matters."""
+    import importlib.metadata
+
+    real, fake = importlib.metadata.version, {"triton": triton_v, "numpy": numpy_v}
+    monkeypatch.setattr(importlib.metadata, "version", lambda d: fake.get(d) or real(d))
+    monkeypatch.setenv("TRITON_INTERPRET", interpret)
+    if why and "GPU driver" in why and torch.cuda.is_available():
+        why = None  # there is one
+    got = kernels.unavailable()
+    assert got is None if why is None else why in got
+
+
 def test_importing_ctdn_kernels_does_not_import_triton():
     code = "import sys, ctdn, ctdn.kernels; assert 'triton' not in sys.modules, 'triton imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
