@@ -206,6 +206,48 @@ def test_the_path_follows_the_channel_count_and_a_bad_one_is_refused(nb):
         nb.FusedNAFBlock(_block(8, film=False).block, path="Split")
 
 
+_TL = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+
+
+@pytest.mark.parametrize(
+    ("c", "dtype", "film", "path"),
+    [(20, torch.float16, True, "fused"), (12, torch.float32, False, "fused"),
+     (40, torch.bfloat16, True, "split"), (40, torch.float32, False, "split")],
+    ids=str,
+)  # fmt: skip
+@torch.no_grad()
+def test_the_launchers_launch_what_plan_lists(nb, monkeypatch, c, dtype, film, path):
+    """``plan`` and ``arg_types`` are what ctdn.kernels.resources compiles for a GPU without one: the
+    launchers must launch those kernels, in that order, with those constexprs and argument types."""
+    launched = []
+    real = nb._launch
+
+    def spy(kernel, grid_of, *args, **meta):
+        launched.append((kernel, args, meta))
+        return real(kernel, grid_of, *args, **meta)
+
+    monkeypatch.setattr(nb, "_launch", spy)
+    block = _block(c, film)
+    x, emb = _inputs(2, c, 5, 7)
+    nb.FusedNAFBlock(block.block.to(dtype), block.film if film else None, path=path)(x.to(dtype), emb)
+    want = nb.plan(c, dtype, film=film, path=path)
+    assert [k.__name__ for k, _, _ in launched] == [k.__name__ for k, _, _ in want]
+    for (kernel, args, meta), (_, constexprs, configs) in zip(launched, want, strict=True):
+        assert meta == constexprs, kernel.__name__
+        # the rest of the signature: these constexprs and the autotuned block sizes
+        assert set(kernel.arg_names[len(args) :]) == set(meta) | set(configs[0].kwargs), kernel.__name__
+        types = nb.arg_types(kernel, _TL[dtype])
+        unused = {"film_ptr"} if not meta.get("HAS_FILM", True) else set()
+        unused |= {"att_ptr"} if meta.get("HAS_ATT") is False else set()
+        for name, a in zip(kernel.arg_names[: len(args)], args, strict=True):
+            if torch.is_tensor(a):
+                assert name in unused or types[name] == "*" + _TL[a.dtype], (kernel.__name__, name)
+            elif isinstance(a, float):
+                assert types[name] == "fp32", (kernel.__name__, name)
+            else:
+                assert isinstance(a, int) and types[name] == "i32" and 0 < a < 2**31, (kernel.__name__, name)
+
+
 def test_the_autotuner_spaces_are_pruned_by_tile_size_and_precision(nb):
     """What the GPU autotuner may pick (the configs ctdn.kernels.resources compiles spill-free)."""
 
