@@ -206,9 +206,6 @@ def test_the_path_follows_the_channel_count_and_a_bad_one_is_refused(nb):
         nb.FusedNAFBlock(_block(8, film=False).block, path="Split")
 
 
-_TL = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
-
-
 @pytest.mark.parametrize(
     ("c", "dtype", "film", "path"),
     [(20, torch.float16, True, "fused"), (12, torch.float32, False, "fused"),
@@ -219,6 +216,8 @@ _TL = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 def test_the_launchers_launch_what_plan_lists(nb, monkeypatch, c, dtype, film, path):
     """``plan`` and ``arg_types`` are what ctdn.kernels.resources compiles for a GPU without one: the
     launchers must launch those kernels, in that order, with those constexprs and argument types."""
+    from ctdn.kernels.resources import _TRITON_TYPES as TL  # the names the resource check compiles with
+
     launched = []
     real = nb._launch
 
@@ -236,12 +235,12 @@ def test_the_launchers_launch_what_plan_lists(nb, monkeypatch, c, dtype, film, p
         assert meta == constexprs, kernel.__name__
         # the rest of the signature: these constexprs and the autotuned block sizes
         assert set(kernel.arg_names[len(args) :]) == set(meta) | set(configs[0].kwargs), kernel.__name__
-        types = nb.arg_types(kernel, _TL[dtype])
+        types = nb.arg_types(kernel, TL[dtype])
         unused = {"film_ptr"} if not meta.get("HAS_FILM", True) else set()
         unused |= {"att_ptr"} if meta.get("HAS_ATT") is False else set()
         for name, a in zip(kernel.arg_names[: len(args)], args, strict=True):
             if torch.is_tensor(a):
-                assert name in unused or types[name] == "*" + _TL[a.dtype], (kernel.__name__, name)
+                assert name in unused or types[name] == "*" + TL[a.dtype], (kernel.__name__, name)
             elif isinstance(a, float):
                 assert types[name] == "fp32", (kernel.__name__, name)
             else:
