@@ -1,0 +1,73 @@
+"""Where a fused NAFBlock's time goes on a GPU: each kernel's mean time and its share, per path.
+
+One NAFBlock (with its dose FiLM) of each level of ``edge`` and ``paper`` at the size that level
+sees for a 512x512 slice, fp16, batch 16 by default, on both paths; the CUDA time of every kernel
+it launches, from torch.profiler (CUPTI), against eager torch's total for the same block. Run on a
+CUDA machine (``benchmarks/gpu_kernels.sh`` does, when time is left):
+
+    python benchmarks/profile_kernels.py [--batch 16] [--reps 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from ctdn import kernels
+from ctdn.models import build
+from ctdn.models.nafnet import CondBlock
+
+
+def _kernel_times(fn, args, reps: int) -> dict[str, float]:
+    """Mean CUDA time per call (us) of each GPU kernel ``fn(*args)`` launches."""
+    with torch.inference_mode():
+        for _ in range(3):  # autotune and compile outside the profile
+            fn(*args)
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(reps):
+                fn(*args)
+            torch.cuda.synchronize()
+    times: dict[str, float] = collections.defaultdict(float)
+    for ev in prof.events():
+        if ev.device_type == torch.autograd.DeviceType.CUDA:
+            times[ev.name] += ev.device_time / reps
+    if not times:  # a profiler that files kernels elsewhere: show its own table instead
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=12))
+    return dict(times)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--reps", type=int, default=20)
+    args = ap.parse_args(argv)
+    if not torch.cuda.is_available() or kernels.unavailable() is not None:
+        raise SystemExit(f"needs a CUDA device and triton: {kernels.unavailable() or 'no CUDA device'}")
+    dtype = torch.float16
+    print(f"{torch.cuda.get_device_name(0)}, fp16, batch {args.batch}; times in us per block call")
+    for preset in ("edge", "paper"):
+        for lv, c, side, _ in build(preset).config.block_levels(512):
+            torch.manual_seed(0)
+            block = CondBlock(c, 64).eval().requires_grad_(False)
+            with torch.no_grad():
+                for p in block.parameters():
+                    p.normal_(0, 0.1)
+            block = block.to("cuda", dtype)
+            x = torch.randn(args.batch, c, side, side, device="cuda", dtype=dtype)
+            emb = torch.rand(args.batch, 64, device="cuda", dtype=dtype)
+            eager = sum(_kernel_times(block, (x, emb), args.reps).values())
+            print(f"\n{preset} L{lv}: C={c}, {side}x{side}; eager torch {eager:.1f} us in all kernels")
+            for path in ("fused", "split"):
+                times = _kernel_times(kernels.fuse(block, path=path), (x, emb), args.reps)
+                total = sum(times.values()) or float("nan")
+                print(f"  {path}: {total:.1f} us ({eager / total:.2f}x eager)")
+                for name, t in sorted(times.items(), key=lambda kv: -kv[1]):
+                    print(f"    {t:9.1f} us {100 * t / total:5.1f}%  {name[:70]}")
+
+
+if __name__ == "__main__":
+    main()
