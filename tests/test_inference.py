@@ -234,3 +234,17 @@ def test_dtypes_numpy_lacks_are_converted(den):
     torch.testing.assert_close(den(x, torch.tensor(0.5, dtype=torch.bfloat16)), ref)
     got = den(x.to(torch.float8_e4m3fn), 0.5)
     assert got.dtype == torch.float32 and torch.equal(got, ref)
+
+
+def test_ieee_fp32_turns_tf32_off_and_restores_the_callers_flags():
+    flags = lambda: (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)  # noqa: E731
+    before = flags()
+    torch.backends.cudnn.allow_tf32 = True  # PyTorch's default for convolutions
+    try:
+        with pytest.raises(RuntimeError, match="inside"):
+            with backends.ieee_fp32():
+                assert flags() == (False, False)
+                raise RuntimeError("inside")
+        assert flags() == (True, before[1])
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before

@@ -23,6 +23,13 @@ needs_triton = pytest.mark.skipif(kernels.unavailable() is not None, reason=str(
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
+@pytest.fixture(autouse=True)
+def _ieee_fp32_reference():
+    """The fp32 reference in IEEE fp32: on a GPU, cuDNN's default TF32 convolutions are ~3e-4 off."""
+    with backends.ieee_fp32():
+        yield
+
+
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)

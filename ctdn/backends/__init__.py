@@ -10,6 +10,7 @@ batching) is :class:`ctdn.Denoiser`'s job, so a new backend only runs the networ
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 
@@ -17,7 +18,7 @@ import torch
 
 from ..errors import InputError, MissingDependencyError
 
-__all__ = ["BACKENDS", "register", "unavailable", "available", "resolve", "create"]
+__all__ = ["BACKENDS", "register", "unavailable", "available", "resolve", "create", "ieee_fp32"]
 
 log = logging.getLogger("ctdn")
 
@@ -76,3 +77,18 @@ def resolve(name: str, device: torch.device) -> str:
 def create(name: str, model, device: torch.device, precision: str | None = None):
     """A ready ``Runner`` of backend ``name`` for ``model`` on ``device``."""
     return _module(name).Runner(model, device, precision)
+
+
+@contextlib.contextmanager
+def ieee_fp32():
+    """fp32 convolutions and matrix products in IEEE fp32 inside the block, the caller's flags restored.
+
+    PyTorch lets cuDNN round fp32 convolution inputs to TF32 by default (Ampere and later GPUs): about
+    3e-4 relative error, which is what an fp32 reference must not have (measured on an H200).
+    """
+    flags = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = flags

@@ -295,6 +295,7 @@ def _triton(args, model_file: Path, say) -> int:
 def _validate(args, options, model, onnx_path: Path, engine: Path, meta: dict, say) -> None:
     import torch
 
+    from ..backends import ieee_fp32
     from .tensorrt import TensorRTRunner
     from .validate import OrtRunner, make_cases, summary, validate
 
@@ -309,27 +310,23 @@ def _validate(args, options, model, onnx_path: Path, engine: Path, meta: dict, s
     h, w = options.height[1], options.width[1]
     say(f"{PROG}: validating against {ref_name} on a simulated {h}x{w} abdomen phantom ...")
     cases = make_cases((h, w), device=dev)
-    # The torch reference in IEEE fp32: PyTorch lets cuDNN use TF32 for convolutions by default.
-    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     try:
-        report = validate(
-            runner,
-            reference,
-            hu_window=meta["hu_window"],
-            multiple=meta["multiple"],
-            precision=options.precision,
-            cases=cases,
-            batch=min(4, options.batch[2]),
-        )
+        with ieee_fp32():  # the torch reference in IEEE fp32 (cuDNN's default is TF32 convolutions)
+            report = validate(
+                runner,
+                reference,
+                hu_window=meta["hu_window"],
+                multiple=meta["multiple"],
+                precision=options.precision,
+                cases=cases,
+                batch=min(4, options.batch[2]),
+            )
     except CTDNError as exc:
         for p in (engine, engine.with_name(engine.name + ".json")):
             p.unlink(missing_ok=True)
         raise EngineError(
             f"{exc}\n{engine} and its sidecar were removed (--no-validate keeps an engine)"
         ) from exc
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
     say(summary(report))
 
 
