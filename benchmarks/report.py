@@ -29,6 +29,7 @@ COLUMNS = [  # extra_info key, header, format
     ("gmacs_per_slice", "GMACs/slice", "{:.1f}"),
     ("peak_rss_growth_mb", "peak RSS +MB", "{:.0f}"),
     ("cuda_max_allocated_mb", "CUDA max MB", "{:.0f}"),
+    ("us_per_call", "us/call", "{:.1f}"),
     ("achieved_gbs", "GB/s", "{:.0f}"),
     ("slices", "slices", "{:d}"),
     ("output_mib", "output MiB", "{:.0f}"),

@@ -3,7 +3,9 @@
 Groups:
 
 - ``nafblock-<preset>``: one NAFBlock (with its dose FiLM) of each level of the preset that has
-  NAFBlocks, at the size that level sees for a 512x512 slice, batch 1 and 16. Variants: ``eager``,
+  NAFBlocks, at the size that level sees for a 512x512 slice, batch 1 and 16. On a GPU a round is
+  ``GRAPH_REPS`` calls replayed from one CUDA graph, every variant alike, and ``extra_info``'s
+  ``us_per_call`` is one call: the kernels' time, not Python's and the launches'. Variants: ``eager``,
   ``compile`` (inductor, default mode), ``compile-max-autotune``, and the Triton kernels on each of
   their two paths, ``fused-3pass`` and ``fused-5pass`` (kernels/nafblock.py); ``extra_info``'s
   ``chosen`` says which one ``path_for`` picks (what ``fuse`` and the triton backend run), so one run
@@ -12,8 +14,9 @@ Groups:
   pixel) and, on a GPU, the achieved bandwidth in GB/s and the peak it is compared with (a measured
   device-to-device copy).
 - ``model-512``: the whole network (no HU conversion, no host copies), presets ``edge`` and
-  ``paper``, batch 1, 16 and 32, slices/s in ``extra_info``. ``fused`` is the triton backend's model
-  replayed as a CUDA graph.
+  ``paper``, batch 1, 16 and 32, slices/s in ``extra_info``, each variant as it would be deployed:
+  ``fused`` is the triton backend's model replayed as a CUDA graph, ``compile-graphs`` is
+  torch.compile's own CUDA graphs (mode ``reduce-overhead``), the fair rival at batch 1.
 
 fp16 on a GPU; on the CPU only ``eager`` and ``compile`` in fp32 run (the fused kernels need CUDA;
 Triton's CPU interpreter is for correctness, not speed). Run:
@@ -39,9 +42,10 @@ from ctdn.models.nafnet import CondBlock
 CUDA = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if CUDA else "cpu")
 DTYPE = torch.float16 if CUDA else torch.float32
-VARIANTS = ["eager", "compile", "compile-max-autotune", "fused"]
+VARIANTS = ["eager", "compile", "compile-graphs", "compile-max-autotune", "fused"]
 BLOCK_VARIANTS = ["eager", "compile", "compile-max-autotune", "fused-3pass", "fused-5pass"]
 PATHS = {"fused-3pass": "fused", "fused-5pass": "split"}
+GRAPH_REPS = 10  # block calls per timed round on a GPU, replayed from one CUDA graph
 
 
 def _skip_variant(variant: str) -> None:
@@ -51,8 +55,8 @@ def _skip_variant(variant: str) -> None:
             pytest.skip(why)
         if not CUDA:
             pytest.skip("the fused kernels are benchmarked on CUDA only (no CUDA device here)")
-    if variant == "compile-max-autotune" and not CUDA:
-        pytest.skip("max-autotune tunes GPU kernels; no CUDA device here")
+    if variant in ("compile-max-autotune", "compile-graphs") and not CUDA:
+        pytest.skip(f"{variant} is for GPUs; no CUDA device here")
 
 
 @functools.cache
@@ -94,7 +98,34 @@ def _variant(module: torch.nn.Module, variant: str):
         return torch.compile(module)
     if variant == "compile-max-autotune":
         return torch.compile(module, mode="max-autotune")
+    if variant == "compile-graphs":
+        return torch.compile(module, mode="reduce-overhead")
     return kernels.fuse(module, path=PATHS.get(variant))
+
+
+def _graphed(fn, args, reps: int):
+    """One CUDA graph of ``reps`` calls of ``fn(*args)``; the returned callable replays it and waits.
+
+    On an H200 every variant of a batch-1 block took 300-400 us a call, Python and launches, while its
+    kernels ran for 10-100 us: timed call by call, the blocks compare host overheads. A graph times the
+    kernels, which is how the triton backend runs them.
+    """
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):  # compile and autotune before the capture, as capture needs
+        for _ in range(3):
+            fn(*args)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(reps):
+            fn(*args)
+
+    def replay():
+        graph.replay()
+        torch.cuda.synchronize()
+
+    return replay
 
 
 def _levels(preset: str):
@@ -122,13 +153,17 @@ def test_nafblock(benchmark, preset, c, size, batch, variant):
         for p in block.parameters():
             p.normal_(0, 0.1)
     block = block.to(DEVICE, DTYPE)  # pure fp16 on a GPU, FiLM included (eager torch needs one dtype)
-    fn = _timed(_variant(block, variant))
+    fn = _variant(block, variant)
     x = torch.randn(batch, c, size, size, device=DEVICE, dtype=DTYPE)
     emb = torch.rand(batch, 64, device=DEVICE, dtype=DTYPE)
     with torch.inference_mode():
-        for _ in range(3):  # compile / autotune outside the timed rounds
-            fn(x, emb)
-        benchmark(fn, x, emb)
+        if CUDA:
+            calls, run = GRAPH_REPS, _graphed(fn, (x, emb), GRAPH_REPS)
+        else:
+            for _ in range(3):  # compile outside the timed rounds
+                fn(x, emb)
+            calls, run = 1, functools.partial(fn, x, emb)
+        benchmark(run)
     elt = x.element_size()
     min_bytes = 2 * x.numel() * elt
     chosen = kernels.path_for(c, DTYPE)
@@ -138,8 +173,11 @@ def test_nafblock(benchmark, preset, c, size, batch, variant):
         min_bytes=min_bytes, fused_bytes=kernels.TRAFFIC[path] * x.numel() * elt,
         path=path if variant in PATHS else None, chosen=variant in PATHS and path == chosen,
     )  # fmt: skip
-    if CUDA and not benchmark.disabled:
-        t = benchmark.stats.stats.mean
+    if benchmark.disabled:
+        return
+    t = benchmark.stats.stats.mean / calls
+    benchmark.extra_info.update(calls_per_round=calls, us_per_call=1e6 * t)
+    if CUDA:
         bytes_moved = kernels.TRAFFIC[path] * x.numel() * elt if variant in PATHS else min_bytes
         benchmark.extra_info.update(
             achieved_gbs=bytes_moved / t / 1e9,
