@@ -3,7 +3,8 @@
 # H100/H200: torch and triton, no package registry). The whole script ends within GPU_BUDGET_S
 # seconds (default 560); each step gets at most what is left, most important first:
 #   1. the compiled kernels against the reference: tests/test_kernels.py, the triton backend's tests
-#      (CUDA-graph replay included) and the resource check, on 8 pytest-xdist workers;
+#      (CUDA-graph replay included) and the resource check, on 12 pytest-xdist workers (on the H200, 8 workers took 199 s:
+#      every new shape autotunes every config);
 #   2. every kernel benchmark once, untimed, on 8 workers: fills torch.compile's and Triton's on-disk
 #      caches, so that the timed run below spends its time timing;
 #   3. timed, serially: per NAFBlock, then the whole model (benchmarks/test_bench_kernels.py), with
@@ -59,7 +60,7 @@ python3 -c "import torch, triton, numpy; print('torch', torch.__version__, 'trit
     'numpy', numpy.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no CUDA')" 2>&1 | tee -a "$log"
 
 pt=(python3 -m pytest -p no:cacheprovider)
-step 200 "${pt[@]}" -q -n 8 tests/test_kernels.py tests/test_triton_backend.py tests/test_kernel_resources.py \
+step 200 "${pt[@]}" -q -n 12 tests/test_kernels.py tests/test_triton_backend.py tests/test_kernel_resources.py \
     2>&1 | tee "$out/tests.txt" | tail -n 40 >>"$log"
 tail -n 3 "$out/tests.txt"
 
