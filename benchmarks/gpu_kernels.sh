@@ -3,8 +3,8 @@
 # H100/H200: torch and triton, no package registry). The whole script ends within GPU_BUDGET_S
 # seconds (default 560); each step gets at most what is left, most important first:
 #   1. the compiled kernels against the reference: tests/test_kernels.py, the triton backend's tests
-#      (CUDA-graph replay included) and the resource check, on 12 pytest-xdist workers (on the H200, 8 workers took 199 s:
-#      every new shape autotunes every config);
+#      (CUDA-graph replay included) and the resource check, on 12 pytest-xdist workers (on the
+#      H200, 8 workers took 199 s: every new shape autotunes every config);
 #   2. every kernel benchmark once, untimed, on 8 workers: fills torch.compile's and Triton's on-disk
 #      caches, so that the timed run below spends its time timing;
 #   3. timed, serially: per NAFBlock, then the whole model (benchmarks/test_bench_kernels.py), with

@@ -98,8 +98,8 @@ def fuse(model: nn.Module, path: str | None = None) -> nn.Module:
 
     The caller's model is not changed: the returned one is a new module tree whose parameters and
     buffers are the same tensors. A ``CondBlock`` (dose FiLM + NAFBlock) becomes one fused block.
-    ``path``: ``"fused"`` (three kernels), ``"split"`` (five, for wide blocks) or None: by each
-    block's channel count and the input's dtype (``nafblock.path_for``).
+    ``path``: ``"fused"`` (three passes), ``"split"`` (five kernels, for wide blocks) or None: by
+    each block's channel count and the input's dtype (``nafblock.path_for``).
     """
     check_path(path)
     why = unavailable()

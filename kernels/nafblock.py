@@ -10,7 +10,8 @@ passes over memory.
    Reads x (C), writes t (2C).
 2. ``_dw_gate_pool``: 3x3 depthwise conv on t -> SimpleGate -> g (C), plus per-tile channel sums of
    g for the attention's global average pool. Reads t (2C, neighbours from cache), writes g (C).
-   The pool and its 1x1 conv (N x C numbers) are two tiny torch ops between passes 2 and 3.
+   The pool and its 1x1 conv (N x C numbers) are one small kernel, ``_attention``, between passes 2
+   and 3; another, ``_film_rows``, turns the dose embedding into the FiLM's rows before pass 1.
 3. ``_attn_proj_ffn``: g * attention -> 1x1 conv3 -> x + beta * y -> LayerNorm2d -> 1x1 conv4
    C -> 2C -> SimpleGate -> 1x1 conv5 -> + gamma * y. Reads g and x (FiLM recomputed: cheaper than
    storing it), writes the output (C).
@@ -36,13 +37,14 @@ and epilogues:
 the fused path, at the width where the 1x1 convs' arithmetic weighs most. x1 and h are rounded to
 the input dtype between kernels, as the eager block rounds every tensor.
 
-Both paths: NCHW in and out; LayerNorm statistics (mean, then centred squares), dots and every
+Both paths: NCHW in and out; LayerNorm statistics (fused passes: mean, then centred squares; split
+GEMMs: one sweep of shifted sums and squares), dots and every
 intermediate in fp32 whatever the input dtype (NAFNet activations overflow fp16 sums); fp16/bf16
 inputs feed the dots in their own dtype (tensor cores), fp32 inputs in IEEE fp32 (no TF32), so the
 fp32 path matches the reference to rounding. Image offsets are int64 (N x C x H x W may pass 2^31).
 
 Block sizes are autotuned on a GPU over a small config space per kernel (``_fused_configs``,
-``_gemm_configs``, ``_dw_configs``), keyed by the channel count, image size and variant, pruned to
+``_gemm_configs``, ``_dw_configs``), keyed by the batch, channel count, image size and variant, pruned to
 what fits an H100 without spilling (measured by compiling, see ``ctdn.kernels.resources``). Under
 ``TRITON_INTERPRET=1`` (CPU) one small fixed config per kernel runs (``INTERPRET_META``).
 """
@@ -63,6 +65,7 @@ __all__ = [
     "film_ln_expand",
     "dw_gate_pool",
     "attention",
+    "film_rows",
     "attn_proj_ffn",
     "ln_gemm",
     "gemm_res",
@@ -107,10 +110,12 @@ def _gemm_configs():
     # GEMM variants (plain and gated _ln_gemm, _gemm_res with and without a FiLM'd residual; measured
     # with ctdn.kernels.resources under triton 3.6 and 3.9). fp16/bf16: K chunks of 32, three pipeline
     # stages (the K loop's loads overlap the dots); 128 x 64 and 64 x 128 need 8 warps, 128 x 128
-    # spills with any. fp32 (IEEE dots, no tensor cores): a [BLOCK_O, BLOCK_K] fp32 operand is twice
-    # the registers, so K chunks of MIN_DOT_K and two stages, but one for 32 x 64 (it spills 8 B with
-    # two under triton 3.9; 64 x 64 at 4 warps, 48 B).
-    half = [(64, 64, 4, 3), (128, 64, 8, 3), (64, 128, 8, 3), (32, 64, 4, 3), (32, 128, 4, 3)]
+    # spills with any; 64 x 64 takes 8 too: with 4, the gated _ln_gemm (two accumulators) sits at 255
+    # registers and spills 8 B for an A100, while 8 warps need 117-224 a thread (sm_80 and sm_90).
+    # fp32 (IEEE dots, no tensor cores): a [BLOCK_O, BLOCK_K] fp32 operand is twice the registers, so
+    # K chunks of MIN_DOT_K and two stages, but one for 32 x 64 (it spills 8 B with two under triton
+    # 3.9; 64 x 64 at 4 warps, 48 B).
+    half = [(64, 64, 8, 3), (128, 64, 8, 3), (64, 128, 8, 3), (32, 64, 4, 3), (32, 128, 4, 3)]
     ieee = [(32, 32, 4, 2), (32, 64, 4, 1), (64, 32, 4, 2), (32, 128, 8, 2), (128, 32, 8, 2)]
 
     def cfg(o, p, w, stages, k):
@@ -132,11 +137,23 @@ def _dw_configs():
     return [triton.Config({"BLOCK_C": c, "BLOCK_P": p}, num_warps=4) for c in (2, 4, 8) for p in (128, 256)]
 
 
+def _film_configs():
+    # One config: a [BLOCK_J, EP] fp32 tile (64 x 64 for the 64-wide dose embedding), 16 values a thread.
+    return [triton.Config({"BLOCK_J": 64}, num_warps=8)]
+
+
+def _att_configs():
+    # One config: [BLOCK_O, CP] weights and [BLOCK_T, CP] partial sums, up to 32 values a thread at C 256.
+    return [triton.Config({"BLOCK_O": 16, "BLOCK_T": 8}, num_warps=4)]
+
+
 # Under the interpreter: small tiles, so the tests' shapes cross tile edges in every direction.
 INTERPRET_META = {
     "fused": {"BLOCK_P": 64},
     "gemm": {"BLOCK_O": 16, "BLOCK_P": 32, "BLOCK_K": 16},
     "dw": {"BLOCK_C": 16, "BLOCK_P": 64},
+    "film": {"BLOCK_J": 16},
+    "att": {"BLOCK_O": 8, "BLOCK_T": 4},
 }
 
 
@@ -207,7 +224,7 @@ def _matmul(w_ptr, row0, offs_c, C, K, x, DT: tl.constexpr, IEEE: tl.constexpr):
 @triton.jit
 def _film_ln_expand(
     x_ptr, film_ptr, lnw_ptr, lnb_ptr, w1_ptr, b1_ptr, t_ptr,
-    C, HW, eps,
+    N, C, HW, eps,
     HAS_FILM: tl.constexpr, IEEE: tl.constexpr, CP: tl.constexpr, BLOCK_P: tl.constexpr,
 ):  # fmt: skip
     n = tl.program_id(1).to(tl.int64)
@@ -229,7 +246,7 @@ def _film_ln_expand(
 @triton.jit
 def _dw_gate_pool(
     t_ptr, w2_ptr, b2_ptr, g_ptr, part_ptr,
-    C, H, W, T,
+    N, C, H, W, T,
     BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
 ):  # fmt: skip
     tile = tl.program_id(0)
@@ -264,12 +281,60 @@ def _dw_gate_pool(
     tl.store(part_ptr + (n * T + tile) * C + offs_c, part, mask=cmask)
 
 
+# --- the two small steps around the passes (both paths) -----------------------------------------------
+# Each replaces a handful of torch ops that were about 35-40 us of GPU time per block on an H200, some
+# ten kernels of 1-3 us each (casts, linear, SiLU, concatenation, the pool's sum, addmm): at batch 1
+# they are a large share of a block's time.
+@triton.jit
+def _film_rows(
+    emb_ptr, fw_ptr, fb_ptr, film_ptr,
+    N, C, E,
+    EP: tl.constexpr, BLOCK_J: tl.constexpr,
+):  # fmt: skip
+    """The dose FiLM's rows [1 + scale | shift] (N, 2C) fp32 = SiLU(W emb + b), W (2C, E), +1 on the
+    first C: what every pass applies as x * row[c] + row[C + c]."""
+    n = tl.program_id(1).to(tl.int64)
+    offs_j = tl.program_id(0) * BLOCK_J + tl.arange(0, BLOCK_J)
+    offs_e = tl.arange(0, EP)
+    jmask = offs_j < 2 * C
+    e = _vec(emb_ptr + n * E, offs_e, E)
+    wmask = jmask[:, None] & (offs_e < E)[None, :]
+    w = tl.load(fw_ptr + offs_j[:, None] * E + offs_e[None, :], mask=wmask, other=0.0)
+    z = tl.sum(w.to(tl.float32) * e[None, :], axis=1) + _vec(fb_ptr, offs_j, 2 * C)
+    z = z / (1.0 + tl.exp(-z))  # SiLU
+    tl.store(film_ptr + n * 2 * C + offs_j, tl.where(offs_j < C, 1.0 + z, z), mask=jmask)
+
+
+@triton.jit
+def _attention(
+    part_ptr, w_ptr, b_ptr, att_ptr,
+    N, C, T, S, inv_hw,
+    CP: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_T: tl.constexpr,
+):  # fmt: skip
+    """The channel attention (N, C) fp32: W @ (the pass-2 partial sums summed over their T tiles
+    / HW) + b, W (C, C) the 1x1 conv after the global average pool; S: elements per image of part."""
+    n = tl.program_id(1).to(tl.int64)
+    offs_o = tl.program_id(0) * BLOCK_O + tl.arange(0, BLOCK_O)
+    offs_k = tl.arange(0, CP)
+    kmask = offs_k < C
+    pool = tl.zeros([CP], dtype=tl.float32)
+    for t0 in range(0, T, BLOCK_T):
+        offs_t = t0 + tl.arange(0, BLOCK_T)
+        m = (offs_t[:, None] < T) & kmask[None, :]
+        sums = tl.load(part_ptr + n * S + offs_t[:, None] * C + offs_k[None, :], mask=m, other=0.0)
+        pool += tl.sum(sums, axis=0)
+    wmask = (offs_o[:, None] < C) & kmask[None, :]
+    w = tl.load(w_ptr + offs_o[:, None] * C + offs_k[None, :], mask=wmask, other=0.0)
+    att = tl.sum(w.to(tl.float32) * (pool * inv_hw)[None, :], axis=1) + _vec(b_ptr, offs_o, C)
+    tl.store(att_ptr + n * C + offs_o, att, mask=offs_o < C)
+
+
 # --- fused pass 3 -------------------------------------------------------------------------------------
 @triton.jit
 def _attn_proj_ffn(
     x_ptr, film_ptr, g_ptr, att_ptr, w3_ptr, b3_ptr, beta_ptr, lnw_ptr, lnb_ptr,
     w4_ptr, b4_ptr, w5_ptr, b5_ptr, gamma_ptr, out_ptr,
-    C, HW, eps,
+    N, C, HW, eps,
     HAS_FILM: tl.constexpr, IEEE: tl.constexpr, CP: tl.constexpr, BLOCK_P: tl.constexpr,
 ):  # fmt: skip
     n = tl.program_id(1).to(tl.int64)
@@ -305,7 +370,7 @@ def _tile_ids(O, HW, BLOCK_O: tl.constexpr, BLOCK_P: tl.constexpr):
 @triton.jit
 def _ln_gemm(
     x_ptr, film_ptr, lnw_ptr, lnb_ptr, w_ptr, b_ptr, out_ptr,
-    C, HW, eps,
+    N, C, HW, eps,
     HAS_FILM: tl.constexpr, GATE: tl.constexpr, IEEE: tl.constexpr,
     BLOCK_O: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
@@ -315,18 +380,25 @@ def _ln_gemm(
     O = C if GATE else 2 * C
     offs_o, offs_p = _tile_ids(O, HW, BLOCK_O, BLOCK_P)
     offs_k = tl.arange(0, BLOCK_K)
-    # LayerNorm statistics over all C channels of the tile's pixels: mean first, then centred squares
-    # (the second and third reads of x come from L1/L2).
-    s = tl.zeros([BLOCK_P], dtype=tl.float32)
-    for k0 in range(0, C, BLOCK_K):
-        s += tl.sum(_input_tile(x_ptr, film_ptr, n, k0 + offs_k, offs_p, C, HW, HAS_FILM), axis=0)
-    mean = s / C
-    s = tl.zeros([BLOCK_P], dtype=tl.float32)
+    # LayerNorm statistics over all C channels of the tile's pixels in one sweep (the GEMM's sweep
+    # re-reads x from L1/L2): sums of d = x - r and d * d, r the pixel's first channel, a shift that
+    # keeps the fp32 sums exact when |mean| >> std (d is then of the order of std). The sums build up
+    # elementwise in [BLOCK_K, BLOCK_P] tiles and cross threads once, after the loop. On an H200 the
+    # earlier form (a mean sweep, then a centred-squares sweep, each reducing across channels at every
+    # step) made _ln_gemm 4 x slower than _gemm_res for the same GEMM.
+    r = tl.load(x_ptr + n * C * HW + offs_p, mask=offs_p < HW, other=0.0).to(tl.float32)
+    if HAS_FILM:
+        r = r * tl.load(film_ptr + n * 2 * C) + tl.load(film_ptr + n * 2 * C + C)
+    s1 = tl.zeros([BLOCK_K, BLOCK_P], dtype=tl.float32)
+    s2 = tl.zeros([BLOCK_K, BLOCK_P], dtype=tl.float32)
     for k0 in range(0, C, BLOCK_K):
         xk = _input_tile(x_ptr, film_ptr, n, k0 + offs_k, offs_p, C, HW, HAS_FILM)
-        xc = tl.where((k0 + offs_k)[:, None] < C, xk - mean[None, :], 0.0)
-        s += tl.sum(xc * xc, axis=0)
-    rstd = 1.0 / tl.sqrt(s / C + eps)
+        d = tl.where((k0 + offs_k)[:, None] < C, xk - r[None, :], 0.0)
+        s1 += d
+        s2 += d * d
+    dm = tl.sum(s1, axis=0) / C
+    mean = r + dm
+    rstd = 1.0 / tl.sqrt(tl.maximum(tl.sum(s2, axis=0) / C - dm * dm, 0.0) + eps)
     DT = out_ptr.dtype.element_ty
     acc = tl.zeros([BLOCK_O, BLOCK_P], dtype=tl.float32)
     acc_b = tl.zeros([BLOCK_O, BLOCK_P], dtype=tl.float32)
@@ -348,7 +420,7 @@ def _ln_gemm(
 @triton.jit
 def _gemm_res(
     inp_ptr, att_ptr, w_ptr, b_ptr, res_ptr, film_ptr, ls_ptr, out_ptr,
-    C, HW,
+    N, C, HW,
     HAS_ATT: tl.constexpr, HAS_FILM: tl.constexpr, IEEE: tl.constexpr,
     BLOCK_O: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
@@ -374,14 +446,19 @@ def _gemm_res(
 
 # --- what each kernel is, for the launchers and ctdn.kernels.resources ----------------------------------
 _SPACE = {
-    _film_ln_expand: ("fused", _fused_configs, _prune_fused, ["C", "HW", "HAS_FILM"]),
-    _attn_proj_ffn: ("fused", _fused_configs, _prune_fused, ["C", "HW", "HAS_FILM"]),
-    _dw_gate_pool: ("dw", _dw_configs, None, ["C", "H", "W"]),
-    _ln_gemm: ("gemm", _gemm_configs, _prune_gemm, ["C", "HW", "HAS_FILM", "GATE"]),
-    _gemm_res: ("gemm", _gemm_configs, _prune_gemm, ["C", "HW", "HAS_FILM", "HAS_ATT"]),
+    _film_ln_expand: ("fused", _fused_configs, _prune_fused, ["N", "C", "HW", "HAS_FILM"]),
+    _attn_proj_ffn: ("fused", _fused_configs, _prune_fused, ["N", "C", "HW", "HAS_FILM"]),
+    _dw_gate_pool: ("dw", _dw_configs, None, ["N", "C", "H", "W"]),
+    _ln_gemm: ("gemm", _gemm_configs, _prune_gemm, ["N", "C", "HW", "HAS_FILM", "GATE"]),
+    _gemm_res: ("gemm", _gemm_configs, _prune_gemm, ["N", "C", "HW", "HAS_FILM", "HAS_ATT"]),
+    _film_rows: ("film", _film_configs, None, ["N", "C", "E"]),
+    _attention: ("att", _att_configs, None, ["N", "C", "T"]),
 }
 # Autotuner keys: the sizes and the constexprs that change the kernel (triton adds the tensors' dtypes,
-# which fix IEEE), so the gated and plain _ln_gemm of one block are tuned apart.
+# which fix IEEE), so the gated and plain _ln_gemm of one block are tuned apart. The batch N is a key
+# (and a kernel argument only for that): the best tile at batch 1, where a 64 x 64 level is a few
+# dozen programs, is not the best at batch 32; without it, a process kept whichever batch it tuned
+# first (on an H200, the model benchmark ran batch 32 with batch 1's tiles).
 _TUNED = {
     k: triton.autotune(cfgs(), key=key, prune_configs_by={"early_config_prune": prune} if prune else None)(k)
     for k, (_, cfgs, prune, key) in _SPACE.items()
@@ -389,7 +466,7 @@ _TUNED = {
 # Pointer arguments by what they hold: activations in the input's dtype, fp32 side inputs; every other
 # pointer is a weight (the model's dtype).
 _ACT_PTRS = {"x_ptr", "t_ptr", "g_ptr", "out_ptr", "inp_ptr", "res_ptr"}
-_F32_PTRS = {"film_ptr", "att_ptr", "part_ptr"}
+_F32_PTRS = {"film_ptr", "att_ptr", "part_ptr", "emb_ptr", "fw_ptr", "fb_ptr"}  # the dose MLP: fp32
 
 
 def arg_types(kernel, act: str, weight: str | None = None) -> dict[str, str]:
@@ -400,25 +477,30 @@ def arg_types(kernel, act: str, weight: str | None = None) -> dict[str, str]:
         if name.endswith("_ptr"):
             out[name] = "*" + (act if name in _ACT_PTRS else "fp32" if name in _F32_PTRS else weight or act)
         else:
-            out[name] = "fp32" if name == "eps" else "i32"
+            out[name] = "fp32" if name in ("eps", "inv_hw") else "i32"
     return out
 
 
-def plan(c: int, dtype: torch.dtype, *, film: bool = True, path: str | None = None, pruned: bool = True):
+def plan(c: int, dtype: torch.dtype, *, film=True, path: str | None = None, pruned=True, emb=64):
     """The kernels one block of ``c`` channels launches: ``(kernel, constexprs, configs)`` each, the
-    configs being the autotuner's (after pruning unless ``pruned`` is False)."""
+    configs being the autotuner's (after pruning unless ``pruned`` is False); ``emb``: the width of
+    the dose embedding its FiLM reads."""
     path = path or path_for(c, dtype)
     ieee = dtype == torch.float32
+    steps = [(_film_rows, {"EP": triton.next_power_of_2(emb)})] if film else []
+    att = (_attention, {"CP": padded_channels(c)})
     if path == "fused":
-        steps = [
+        steps += [
             (_film_ln_expand, {"HAS_FILM": film, "IEEE": ieee, "CP": padded_channels(c)}),
             (_dw_gate_pool, {}),
+            att,
             (_attn_proj_ffn, {"HAS_FILM": film, "IEEE": ieee, "CP": padded_channels(c)}),
         ]
     else:
-        steps = [
+        steps += [
             (_ln_gemm, {"HAS_FILM": film, "GATE": False, "IEEE": ieee}),
             (_dw_gate_pool, {}),
+            att,
             (_gemm_res, {"HAS_ATT": True, "HAS_FILM": film, "IEEE": ieee}),
             (_ln_gemm, {"HAS_FILM": False, "GATE": True, "IEEE": ieee}),
             (_gemm_res, {"HAS_ATT": False, "HAS_FILM": False, "IEEE": ieee}),
@@ -458,36 +540,67 @@ def film_ln_expand(block, x: torch.Tensor, film: torch.Tensor | None = None) -> 
         _film_ln_expand,
         lambda m: (triton.cdiv(h * w, m["BLOCK_P"]), n),
         x, f, block.norm1.weight, block.norm1.bias, block.conv1.weight, block.conv1.bias, t,
-        c, h * w, block.norm1.eps,
+        n, c, h * w, block.norm1.eps,
         HAS_FILM=has_film, IEEE=x.dtype == torch.float32, CP=padded_channels(c),
     )  # fmt: skip
     return t
 
 
 def dw_gate_pool(block, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pass 2: g = SimpleGate(conv2(t)) (N, C, H, W) and its channel means (N, C) fp32."""
+    """Pass 2: g = SimpleGate(conv2(t)) (N, C, H, W) and the per-tile channel sums of g, (N, tiles, C)
+    fp32, which ``attention`` turns into the global average pool."""
     t = t.contiguous()
     n, c2, h, w = t.shape
     c, hw = c2 // 2, h * w
     g = torch.empty((n, c, h, w), device=t.device, dtype=t.dtype)
     # Per-tile partial sums: the tile count depends on the BLOCK_P the autotuner picks, so the buffer
-    # is sized for the smallest one and only the tiles of the chosen config are summed.
+    # is sized for the smallest one and only the tiles of the chosen config are read (each of those is
+    # written, so the buffer needs no zeroing).
     tiles_max = triton.cdiv(hw, _dw_min_block_p())
-    part = torch.zeros((n, tiles_max, c), device=t.device, dtype=torch.float32)
+    part = torch.empty((n, tiles_max, c), device=t.device, dtype=torch.float32)
     blocks = _launch(
         _dw_gate_pool,
         lambda m: (triton.cdiv(hw, m["BLOCK_P"]), n, triton.cdiv(c, m["BLOCK_C"])),
         t, block.conv2.weight, block.conv2.bias, g, part,
-        c, h, w, tiles_max,
+        n, c, h, w, tiles_max,
     )  # fmt: skip
-    return g, part[:, : triton.cdiv(hw, blocks["BLOCK_P"])].sum(1) / hw
+    return g, part[:, : triton.cdiv(hw, blocks["BLOCK_P"])]
 
 
-def attention(block, pool: torch.Tensor) -> torch.Tensor:
-    """The channel attention's 1x1 conv on the pooled means: (N, C) fp32 (a tiny torch op)."""
+def attention(block, partial: torch.Tensor, hw: int) -> torch.Tensor:
+    """The channel attention (N, C) fp32: the 1x1 conv after the global average pool, on pass 2's
+    per-tile sums ``partial`` (N, tiles, C) fp32 (a view; its rows are C apart) over ``hw`` pixels."""
+    n, tiles, c = partial.shape
+    if partial.stride()[1:] != (c, 1):
+        raise ValueError("attention: partial sums must be rows of C contiguous values")
     conv = block.sca[1]
-    c = pool.shape[1]
-    return torch.addmm(conv.bias.float(), pool, conv.weight.float().reshape(c, c).t()).contiguous()
+    att = torch.empty((n, c), device=partial.device, dtype=torch.float32)
+    _launch(
+        _attention,
+        lambda m: (triton.cdiv(c, m["BLOCK_O"]), n),
+        partial, conv.weight, conv.bias, att,
+        n, c, tiles, partial.stride(0), 1.0 / hw,
+        CP=padded_channels(c),
+    )  # fmt: skip
+    return att
+
+
+def film_rows(film, emb: torch.Tensor) -> torch.Tensor:
+    """The dose FiLM's rows [1 + scale | shift] (N, 2C) fp32 from the dose embedding ``emb`` (N, E)
+    and ``film`` (``ctdn.models.nafnet.FiLM``: a Linear E -> 2C, then SiLU), in one kernel."""
+    emb = emb.contiguous()
+    proj = film.proj
+    n, e = emb.shape
+    c = proj.weight.shape[0] // 2
+    rows = torch.empty((n, 2 * c), device=emb.device, dtype=torch.float32)
+    _launch(
+        _film_rows,
+        lambda m: (triton.cdiv(2 * c, m["BLOCK_J"]), n),
+        emb, proj.weight.contiguous(), proj.bias, rows,
+        n, c, e,
+        EP=triton.next_power_of_2(e),
+    )  # fmt: skip
+    return rows
 
 
 def attn_proj_ffn(block, x, film, g, att) -> torch.Tensor:
@@ -503,7 +616,7 @@ def attn_proj_ffn(block, x, film, g, att) -> torch.Tensor:
         x, f, g, att, block.conv3.weight, block.conv3.bias, block.beta,
         block.norm2.weight, block.norm2.bias, block.conv4.weight, block.conv4.bias,
         block.conv5.weight, block.conv5.bias, block.gamma, out,
-        c, h * w, block.norm2.eps,
+        n, c, h * w, block.norm2.eps,
         HAS_FILM=has_film, IEEE=x.dtype == torch.float32, CP=padded_channels(c),
     )  # fmt: skip
     return out
@@ -525,7 +638,7 @@ def ln_gemm(norm, conv, x: torch.Tensor, film: torch.Tensor | None = None, gate:
         _ln_gemm,
         _gemm_grid(o, h * w, n),
         x, f, norm.weight, norm.bias, conv.weight, conv.bias, out,
-        c, h * w, norm.eps,
+        n, c, h * w, norm.eps,
         HAS_FILM=has_film, GATE=gate, IEEE=x.dtype == torch.float32,
     )  # fmt: skip
     return out
@@ -543,7 +656,7 @@ def gemm_res(conv, inp, res, scale, att=None, film=None) -> torch.Tensor:
         _gemm_res,
         _gemm_grid(c, h * w, n),
         inp, att if att is not None else f, conv.weight, conv.bias, res, f, scale, out,
-        c, h * w,
+        n, c, h * w,
         HAS_ATT=att is not None, HAS_FILM=has_film, IEEE=inp.dtype == torch.float32,
     )  # fmt: skip
     return out
@@ -566,10 +679,11 @@ def nafblock_forward(block, x: torch.Tensor, film: torch.Tensor | None = None, p
     x = x.contiguous()
     path = path or path_for(x.shape[1], x.dtype)
     if path == "fused":
-        g, pool = dw_gate_pool(block, film_ln_expand(block, x, film))
-        return attn_proj_ffn(block, x, film, g, attention(block, pool))
-    g, pool = dw_gate_pool(block, ln_gemm(block.norm1, block.conv1, x, film))
-    x1 = gemm_res(block.conv3, g, x, block.beta, att=attention(block, pool), film=film)
+        g, partial = dw_gate_pool(block, film_ln_expand(block, x, film))
+        return attn_proj_ffn(block, x, film, g, attention(block, partial, x.shape[2] * x.shape[3]))
+    g, partial = dw_gate_pool(block, ln_gemm(block.norm1, block.conv1, x, film))
+    att = attention(block, partial, x.shape[2] * x.shape[3])
+    x1 = gemm_res(block.conv3, g, x, block.beta, att=att, film=film)
     h = ln_gemm(block.norm2, block.conv4, x1, gate=True)
     return gemm_res(block.conv5, h, x1, block.gamma)
 
@@ -588,12 +702,5 @@ class FusedNAFBlock(torch.nn.Module):
         self.path = check_path(path)  # "fused", "split" or None: by the channel count and dtype
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
-        rows = None
-        if self.film is not None:
-            proj = self.film.proj  # in fp32 whatever the model's dtype: (N, 2C) numbers
-            ss = torch.nn.functional.silu(
-                torch.nn.functional.linear(emb.float(), proj.weight.float(), proj.bias.float())
-            )
-            scale, shift = ss.chunk(2, dim=1)
-            rows = torch.cat([1 + scale, shift], dim=1)
+        rows = film_rows(self.film, emb) if self.film is not None else None  # fp32 whatever the dtypes
         return nafblock_forward(self.block, x, rows, self.path)

@@ -24,8 +24,10 @@ from ctdn import kernels
 
 pytestmark = pytest.mark.skipif(kernels.unavailable() is not None, reason=str(kernels.unavailable()))
 
-FUSED = {"_film_ln_expand", "_dw_gate_pool", "_attn_proj_ffn"}
-SPLIT = {"_ln_gemm", "_dw_gate_pool", "_gemm_res"}
+SMALL = {"_film_rows", "_attention"}  # both paths: the FiLM's rows and the channel attention (no dots)
+FUSED = {"_film_ln_expand", "_dw_gate_pool", "_attn_proj_ffn"} | SMALL
+SPLIT = {"_ln_gemm", "_dw_gate_pool", "_gemm_res"} | SMALL
+NO_DOTS = {"_dw_gate_pool"} | SMALL
 
 
 def _tool(*args: str, interpret: bool = False) -> subprocess.CompletedProcess:
@@ -58,7 +60,7 @@ def test_every_config_the_autotuner_may_pick_fits_an_h100(dtype):
     # fp16/bf16 dots run on tensor cores: Hopper's warpgroup MMA for tiles of 64 rows or more (output
     # channels: BLOCK_O, or all C on the fused path), warp MMA below; fp32 dots are IEEE FMAs
     for r in rows:
-        if r["kernel"] == "_dw_gate_pool" or dtype == "float32":
+        if r["kernel"] in NO_DOTS or dtype == "float32":
             assert r["mma"] == "none", r
             continue
         block_o = re.search(r"BLOCK_O=(\d+)", r["config"])
@@ -69,7 +71,7 @@ def test_every_config_the_autotuner_may_pick_fits_an_h100(dtype):
 def test_an_a100_gets_warp_mma_and_every_config_fits_it_too():
     rows = _rows("--arch", "80", "--dtype", "bfloat16", "--channels", "16", "256")
     assert not [r for r in rows if r["problems"]]
-    assert {r["mma"] for r in rows if r["kernel"] != "_dw_gate_pool"} == {"mma"}
+    assert {r["mma"] for r in rows if r["kernel"] not in NO_DOTS} == {"mma"}
     assert {r["kernel"] for r in rows} == FUSED | SPLIT
 
 
@@ -81,7 +83,7 @@ def test_the_fused_path_at_256_channels_spills_and_is_reported_so():
         (r,) = [r for r in rows if r["kernel"] == name]
         assert r["stack"] > 1024, r  # KiBs per thread
         assert any("spill" in p for p in r["problems"]), r
-    assert all(not r["problems"] for r in rows if r["kernel"] == "_dw_gate_pool")
+    assert all(not r["problems"] for r in rows if r["kernel"] in NO_DOTS)
 
 
 def test_the_table_names_every_kernel_and_verdict():

@@ -180,12 +180,42 @@ def test_each_pass_matches_its_reference_ops(nb, dtype):
     b = r.blk.to(dtype)
     _check(nb.film_ln_expand(b, r.x.to(dtype), r.rows), r.t, dtype)
     # Passes 2 and 3 on the reference's own inputs, so each is checked alone.
-    g, pool = nb.dw_gate_pool(b, r.t.to(dtype).contiguous())
+    g, partial = nb.dw_gate_pool(b, r.t.to(dtype).contiguous())
     _check(g, r.g, dtype)
-    _check(pool, r.pool, dtype, out_dtype=torch.float32)  # (N, C), summed in fp32
-    _check(nb.attention(b, r.pool), r.att, dtype, out_dtype=torch.float32)  # b's weights in dtype
+    _check(partial.sum(1) / 63, r.pool, dtype, out_dtype=torch.float32)  # (N, tiles, C) fp32 sums
+    # the attention on the reference's pool (as one tile of sums), b's weights in dtype
+    _check(nb.attention(b, r.pool[:, None] * 63, 63), r.att, dtype, out_dtype=torch.float32)
     out = nb.attn_proj_ffn(b, r.x.to(dtype), r.rows, r.g.to(dtype).contiguous(), r.att.contiguous())
     _check(out, r.out, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@torch.no_grad()
+def test_the_attention_sums_every_tile_of_a_view_of_partial_sums(nb, dtype):
+    """11 tiles (three BLOCK_T chunks under the interpreter, the last one partial), read through a
+    view of a wider buffer as pass 2 leaves them, C = 12 (not a power of two)."""
+    r = _op_by_op(2, 12, 9, 7)
+    b = r.blk.to(dtype)
+    buf = torch.randn(2, 16, 12, generator=torch.Generator().manual_seed(3)).to(DEVICE)
+    buf[:, 10] = r.pool * 63 - buf[:, :10].sum(1)  # the 11 tiles sum to the pooled total
+    _check(nb.attention(b, buf[:, :11], 63), r.att, dtype, out_dtype=torch.float32)
+    with pytest.raises(ValueError, match="rows of C contiguous values"):
+        nb.attention(b, buf[:, :11].transpose(1, 2).contiguous().transpose(1, 2), 63)
+
+
+@torch.no_grad()
+def test_the_film_rows_match_the_reference_film(nb):
+    """[1 + scale | shift] from the dose embedding in one kernel: 2C = 40 rows (three BLOCK_J tiles
+    under the interpreter, the last one partial), fp32, and an fp16 FiLM and embedding as the
+    benchmark's pure-fp16 block has them (read as they are, computed in fp32)."""
+    cb = _block(20, film=True)
+    _, emb = _inputs(3, 20, 2, 2)
+    _check(nb.film_rows(cb.film, emb), _film_rows(cb, emb), torch.float32)
+    half = CondBlock(20, 64).to(DEVICE)
+    half.load_state_dict(cb.state_dict())
+    half.film.half()
+    ref = _film_rows(cb, emb.half().float())  # the fp16 embedding, fp32 weights
+    _check(nb.film_rows(half.film, emb.half()), ref, torch.float16, out_dtype=torch.float32)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -206,7 +236,9 @@ def test_the_path_follows_the_channel_count_and_a_bad_one_is_refused(nb):
     assert [nb.path_for(c) for c in (5, 16, 100, 128, 129, 256)] == ["fused"] * 4 + ["split"] * 2
     assert nb.path_for(100, torch.bfloat16) == "fused"
     assert [nb.path_for(c, torch.float32) for c in (5, 32, 33, 128)] == ["fused"] * 2 + ["split"] * 2
-    assert len(nb.plan(64, torch.float16)) == 3 and len(nb.plan(64, torch.float32)) == 5
+    # three passes or five GEMM/depthwise kernels, plus the FiLM's rows and the attention
+    assert len(nb.plan(64, torch.float16)) == 5 and len(nb.plan(64, torch.float32)) == 7
+    assert len(nb.plan(64, torch.float16, film=False)) == 4
     with pytest.raises(ValueError, match="path must be"):
         nb.nafblock_forward(_block(8, film=False).block, torch.zeros(1, 8, 4, 4, device=DEVICE), path="fast")
     with pytest.raises(ValueError, match="path must be"):
@@ -256,6 +288,14 @@ def test_the_launchers_launch_what_plan_lists(nb, monkeypatch, c, dtype, film, p
                 assert isinstance(a, int) and types[name] == "i32" and 0 < a < 2**31, (kernel.__name__, name)
 
 
+def test_every_autotuner_is_keyed_by_the_batch(nb):
+    """A tile tuned at batch 1 is not kept at batch 32 (on an H200 it was, before N was a key)."""
+    for kernel, tuned in nb._TUNED.items():
+        key = nb._SPACE[kernel][3]
+        assert "N" in key and set(key) <= set(kernel.arg_names), kernel.__name__
+        assert list(tuned.keys) == key, kernel.__name__  # what triton's autotuner was given
+
+
 def test_the_autotuner_spaces_are_pruned_by_tile_size_and_precision(nb):
     """What the GPU autotuner may pick (the configs ctdn.kernels.resources compiles spill-free)."""
 
@@ -277,7 +317,8 @@ def test_the_autotuner_spaces_are_pruned_by_tile_size_and_precision(nb):
             cfgs = configs(256, dtype, "split", kernel)
             assert len(cfgs) == 5
             assert {(c.kwargs["BLOCK_K"], c.num_stages) for c in cfgs} == want
-    assert len(nb.plan(256, torch.float16, path="split", pruned=False)[0][2]) == 10
+    unpruned = nb.plan(256, torch.float16, path="split", pruned=False)[1][2]  # [0]: the FiLM's rows
+    assert len(unpruned) == 10 and {c.kwargs["BLOCK_K"] for c in unpruned} == {nb.MIN_DOT_K, nb.HALF_BLOCK_K}
     # the autotuner of each kernel prunes as plan says (launchers pass the constexprs as keywords)
     cases = ((128, torch.float16, "fused"), (32, torch.float32, "fused"), (64, torch.float32, "split"))
     for c, dtype, path in cases:
