@@ -111,12 +111,29 @@ def test_blocks_either_side_of_the_crossover_take_their_path_and_match(nb, c, pa
 
 
 def _space(nb, c, dtype, path):
-    """(kind, block sizes) of every config the GPU autotuner may pick for a block of c channels."""
+    """(kind, config) of every config the GPU autotuner may pick for a block of c channels."""
     out = []
     for kernel, _, configs in nb.plan(c, dtype, path=path):
         kind = nb._SPACE[kernel][0]
-        out += [(kind, cfg.kwargs) for cfg in configs if (kind, cfg.kwargs) not in out]
+        out += [(kind, cfg) for cfg in configs if (kind, cfg.kwargs) not in [(k, o.kwargs) for k, o in out]]
     return out
+
+
+def _forcing(nb, kind, cfg):
+    """``nb._launch`` that runs ``cfg`` for the kernels of ``kind`` (compiled with its warps and
+    stages on a GPU, with its block sizes under the interpreter) and the usual one for the others."""
+    real = nb._launch
+
+    def launch(kernel, grid_of, *args, **meta):
+        if nb._SPACE[kernel][0] != kind:
+            return real(kernel, grid_of, *args, **meta)
+        warps = {} if kernels.interpreting() else {"num_warps": cfg.num_warps, "num_stages": cfg.num_stages}
+        kernel[grid_of(cfg.kwargs)](*args, **cfg.kwargs, **meta, **warps)
+        launch.forced += 1
+        return cfg.kwargs
+
+    launch.forced = 0
+    return launch
 
 
 SPACE_CASES = [(20, torch.float16, "fused"), (40, torch.float16, "split"), (40, torch.float32, "split")]
@@ -125,20 +142,20 @@ SPACE_CASES = [(20, torch.float16, "fused"), (40, torch.float16, "split"), (40, 
 @pytest.mark.parametrize(("c", "dtype", "path"), SPACE_CASES, ids=lambda v: str(v).replace("torch.", ""))
 @torch.no_grad()
 def test_every_config_the_autotuner_may_pick_computes_the_block(nb, monkeypatch, c, dtype, path):
-    """The interpreter normally runs one small config per kernel; here each of the GPU's configs in
-    turn (tiles wider than the problem, BLOCK_K 32 of the fp16 GEMMs, 8 channels per depthwise
-    program), so a config the autotuner picks on a GPU has had its masks and tiling checked."""
-    if torch.cuda.is_available():
-        pytest.skip("on a GPU the autotuner runs the configs itself")
+    """Each config the autotuner may pick, in turn, computes the block: tiles wider than the problem,
+    BLOCK_K 32 of the fp16 GEMMs, 8 channels per depthwise program. The autotuner itself only times
+    the configs and checks none, and the interpreter normally runs one small config per kernel; on a
+    GPU this compiles and runs each one."""
     block = _block(c, film=True)
     x, emb = _inputs(2, c, 5, 9)
     ref = block(x, emb)
     fused = nb.FusedNAFBlock(block.block.to(dtype), block.film, path=path)
     space = _space(nb, c, dtype, path)
-    assert len(space) >= 9
-    for kind, blocks in space:
-        monkeypatch.setitem(nb.INTERPRET_META, kind, blocks)
+    assert len(space) >= 11
+    for kind, cfg in space:
+        monkeypatch.setattr(nb, "_launch", launch := _forcing(nb, kind, cfg))
         _check(fused(x.to(dtype), emb), ref, dtype)
+        assert launch.forced >= 1, (kind, cfg)
         monkeypatch.undo()
 
 
