@@ -30,7 +30,10 @@ from ctdn.models.nafnet import CondBlock
 if not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"  # before triton.jit decorates the kernels (import below)
 
-pytestmark = pytest.mark.skipif(kernels.unavailable() is not None, reason=str(kernels.unavailable()))
+pytestmark = [
+    pytest.mark.skipif(kernels.unavailable() is not None, reason=str(kernels.unavailable())),
+    pytest.mark.usefixtures("quick_autotune"),
+]
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 TOL = {torch.float32: 1e-5, torch.float16: 3e-3, torch.bfloat16: 3e-2}
@@ -303,6 +306,17 @@ def test_the_launchers_launch_what_plan_lists(nb, monkeypatch, c, dtype, film, p
                 assert types[name] == "fp32", (kernel.__name__, name)
             else:
                 assert isinstance(a, int) and types[name] == "i32" and 0 < a < 2**31, (kernel.__name__, name)
+
+
+def test_quick_autotuning_swaps_each_autotuners_timer_and_restores_it(nb, monkeypatch):
+    from conftest import quick_autotuning
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # what the fixture does on a GPU
+    before = {k: t._do_bench for k, t in nb._TUNED.items()}
+    with quick_autotuning() as tuned:
+        assert len(tuned) == len(nb._TUNED)
+        assert all(t._do_bench is not before[k] for k, t in nb._TUNED.items())
+    assert all(t._do_bench is before[k] for k, t in nb._TUNED.items())
 
 
 def test_every_autotuner_is_keyed_by_the_batch(nb):

@@ -20,6 +20,7 @@ if not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"  # before the kernels are imported (see tests/test_kernels.py)
 
 needs_triton = pytest.mark.skipif(kernels.unavailable() is not None, reason=str(kernels.unavailable()))
+pytestmark = pytest.mark.usefixtures("quick_autotune")
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
