@@ -5,7 +5,7 @@ sees for a 512x512 slice, fp16, batch 16 by default, on both paths; the CUDA tim
 it launches, from torch.profiler (CUPTI), against eager torch's total for the same block. Run on a
 CUDA machine (``benchmarks/gpu_kernels.sh`` does, when time is left):
 
-    python benchmarks/profile_kernels.py [--batch 16] [--reps 20]
+    python benchmarks/profile_kernels.py [--batch 16] [--reps 20] [--preset edge paper]
 """
 
 from __future__ import annotations
@@ -44,12 +44,13 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--preset", nargs="+", default=["edge", "paper"], choices=["edge", "paper"])
     args = ap.parse_args(argv)
     if not torch.cuda.is_available() or kernels.unavailable() is not None:
         raise SystemExit(f"needs a CUDA device and triton: {kernels.unavailable() or 'no CUDA device'}")
     dtype = torch.float16
     print(f"{torch.cuda.get_device_name(0)}, fp16, batch {args.batch}; times in us per block call")
-    for preset in ("edge", "paper"):
+    for preset in args.preset:
         for lv, c, side, _ in build(preset).config.block_levels(512):
             torch.manual_seed(0)
             block = CondBlock(c, 64).eval().requires_grad_(False)
