@@ -30,7 +30,7 @@ import torch
 from ..errors import InputError
 
 NAME = "triton"
-PRIORITY = {"cuda": 9}  # below torch (10): not yet measured on a GPU
+PRIORITY = {"cuda": 9}  # below torch (10): fp16 by default, see docs/kernels.md ("The triton backend")
 PRECISIONS = ("fp32", "fp16", "bf16")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 MAX_GRAPHS = 8
