@@ -38,14 +38,14 @@ the fused path, at the width where the 1x1 convs' arithmetic weighs most. x1 and
 the input dtype between kernels, as the eager block rounds every tensor.
 
 Both paths: NCHW in and out; LayerNorm statistics (fused passes: mean, then centred squares; split
-GEMMs: one sweep of shifted sums and squares), dots and every
-intermediate in fp32 whatever the input dtype (NAFNet activations overflow fp16 sums); fp16/bf16
-inputs feed the dots in their own dtype (tensor cores), fp32 inputs in IEEE fp32 (no TF32), so the
-fp32 path matches the reference to rounding. Image offsets are int64 (N x C x H x W may pass 2^31).
+GEMMs: one sweep of shifted sums and squares), dots and every intermediate in fp32 whatever the
+input dtype (NAFNet activations overflow fp16 sums); fp16/bf16 inputs feed the dots in their own
+dtype (tensor cores), fp32 inputs in IEEE fp32 (no TF32), so the fp32 path matches the reference to
+rounding. Image offsets are int64 (N x C x H x W may pass 2^31).
 
 Block sizes are autotuned on a GPU over a small config space per kernel (``_fused_configs``,
-``_gemm_configs``, ``_dw_configs``), keyed by the batch, channel count, image size and variant, pruned to
-what fits an H100 without spilling (measured by compiling, see ``ctdn.kernels.resources``). Under
+``_gemm_configs``, ``_dw_configs``), keyed by the batch, channel count, image size and variant,
+pruned to what fits an H100 without spilling (measured by compiling, see ``ctdn.kernels.resources``). Under
 ``TRITON_INTERPRET=1`` (CPU) one small fixed config per kernel runs (``INTERPRET_META``).
 """
 
