@@ -20,16 +20,25 @@ import os
 import torch
 from torch import nn
 
-__all__ = ["fuse", "unavailable", "interpreting", "path_for", "check_path", "padded_channels", "TRAFFIC"]
+__all__ = [
+    "fuse",
+    "unavailable",
+    "interpreting",
+    "path_for",
+    "check_path",
+    "padded_channels",
+    "PATHS",
+    "TRAFFIC",
+]
 
 # Widest C (padded to a power of two) the three-pass fused path runs; wider blocks take the split
-# path. In fp16/bf16 at CP = 128 the fused kernels fit an H100 with BLOCK_P = 32 only, at 256 no
-# config does; in fp32 (IEEE dots: twice the registers per operand) pass 3 spills with every config
-# from CP = 64 (docs/kernels.md, made by ``python -m ctdn.kernels.resources``).
+# path. In fp16/bf16 at CP = 128 the fused kernels fit an H100 with BLOCK_P = 32 and 64 on 8 warps,
+# at 256 pass 3 spills in every config; in fp32 (IEEE dots: twice the registers per operand) pass 3
+# spills with every config from CP = 64 (docs/kernels.md, made by ``python -m ctdn.kernels.resources``).
 FUSED_MAX_C = 128
 FUSED_MAX_C_FP32 = 32
 # C values per pixel each path moves through memory, reads and writes (kernels/nafblock.py).
-TRAFFIC = {"fused": 9, "split": 14}
+TRAFFIC = {"fused": 9, "split": 14, "split-ln": 18}  # split-ln: + each LayerNorm pass reads C, writes C
 
 
 def padded_channels(c: int) -> int:
@@ -44,11 +53,13 @@ def path_for(c: int, dtype: torch.dtype = torch.float16) -> str:
     return "fused" if padded_channels(c) <= widest else "split"
 
 
+PATHS = ("fused", "split", "split-ln")
+
+
 def check_path(path: str | None) -> str | None:
-    """``path`` if it names a path (``"fused"``, ``"split"``) or is None (chosen per block), else
-    ValueError."""
-    if path not in (None, "fused", "split"):
-        raise ValueError(f"path must be 'fused', 'split' or None, got {path!r}")
+    """``path`` if it names a path (``PATHS``) or is None (chosen per block), else ValueError."""
+    if path is not None and path not in PATHS:
+        raise ValueError(f"path must be one of {', '.join(map(repr, PATHS))} or None, got {path!r}")
     return path
 
 
@@ -98,8 +109,10 @@ def fuse(model: nn.Module, path: str | None = None) -> nn.Module:
 
     The caller's model is not changed: the returned one is a new module tree whose parameters and
     buffers are the same tensors. A ``CondBlock`` (dose FiLM + NAFBlock) becomes one fused block.
-    ``path``: ``"fused"`` (three passes), ``"split"`` (five kernels, for wide blocks) or None: by
-    each block's channel count and the input's dtype (``nafblock.path_for``).
+    ``path``: ``"fused"`` (three passes), ``"split"`` (five kernels, for wide blocks), ``"split-ln"``
+    (seven: the split path with each LayerNorm a pass of its own; unmeasured on a GPU, so never
+    chosen by default) or None: by each block's channel count and the input's dtype
+    (``nafblock.path_for``).
     """
     check_path(path)
     why = unavailable()

@@ -21,11 +21,11 @@ consecutive pixels of one image and all channels (padded to a power of two, at l
 smallest ``tl.dot``), and loads whole ``[C, C]`` weight matrices.
 
 **split** (wider C): that whole-channel tile does not fit a GPU at C = 256 (``paper``'s every
-block): compiled for an H100 in fp16 (``python -m ctdn.kernels.resources``), every config of
-passes 1 and 3 spills registers, 0.4-4.2 KiB per thread in pass 1 and 2.5-8.6 KiB in pass 3 (in
-fp32, from C = 64). The split path is the three 1x1-conv stages as GEMM kernels tiled over output
-channels, pixels and a K loop, with the normalisation, FiLM, gate and residuals in their prologues
-and epilogues:
+block): compiled for an H100 in fp16 (``python -m ctdn.kernels.resources``, specialised as the
+JIT specialises a 64 x 64 launch), every config of pass 3 spills registers, 144 B-5.3 KiB per thread,
+and all but one of pass 1 (in fp32, from C = 64). The split path is the three 1x1-conv stages as
+GEMM kernels tiled over output channels, pixels and a K loop, with the normalisation, FiLM, gate
+and residuals in their prologues and epilogues:
 
 1. ``_ln_gemm``: t = conv1(LN(FiLM(x))), an output-channel tile per program. Reads x, writes t (2C).
 2. ``_dw_gate_pool`` as above.
@@ -36,6 +36,12 @@ and epilogues:
 14 C values per pixel (re-reads within a kernel counted once: they should hit L1/L2): 5 more than
 the fused path, at the width where the 1x1 convs' arithmetic weighs most. x1 and h are rounded to
 the input dtype between kernels, as the eager block rounds every tensor.
+
+**split-ln** (forced with ``path="split-ln"``; not chosen by default until a GPU has timed it): the
+split path with each LayerNorm a pass of its own (``_film_layernorm``), so that ``_ln_gemm`` runs
+without ``NORM`` as a plain GEMM whose operands pipeline: the split ``_ln_gemm`` normalises its
+operand tile on CUDA cores in the K loop, once per output tile, and ran at half ``_gemm_res``'s
+rate on an H200. 18 C values per pixel.
 
 Both paths: NCHW in and out; LayerNorm statistics (fused passes: mean, then centred squares; split
 GEMMs: one sweep of shifted sums and squares), dots and every intermediate in fp32 whatever the
@@ -63,6 +69,7 @@ __all__ = [
     "FUSED_MAX_C",
     "FUSED_MAX_C_FP32",
     "film_ln_expand",
+    "film_layernorm",
     "dw_gate_pool",
     "attention",
     "film_rows",
@@ -71,6 +78,7 @@ __all__ = [
     "gemm_res",
     "plan",
     "arg_types",
+    "launch_ints",
     "FusedNAFBlock",
 ]
 
@@ -97,8 +105,10 @@ def _arg(named_args, kwargs, name, default):
 def _prune_fused(configs, named_args, **kwargs):
     # A [CP, BLOCK_P] fp32 tile lives in registers: keep at most 16 of its values per thread (8 with
     # IEEE fp32 dots, whose operands are not packed halves). Compiled for an H100 every kept config is
-    # free of spills (ctdn.kernels.resources); of those dropped, the fp16 ones at CP = 128 spill
-    # 8 B-2.3 KiB per thread in pass 3, the fp32 ones at CP = 32 24-768 B.
+    # free of spills (ctdn.kernels.resources). The rule was set by compiles that did not know the sizes
+    # divisible by 16; compiled as the JIT specialises them, some dropped configs fit too (fp16 at
+    # CP = 128: BLOCK_P 64 on 8 warps; fp32 at CP = 32: three more), a wider space left for a GPU to
+    # time before it is opened.
     per_warp = 256 if _arg(named_args, kwargs, "IEEE", False) else 512
     cp = _arg(named_args, kwargs, "CP", 16)
     kept = [c for c in configs if cp * c.kwargs["BLOCK_P"] <= per_warp * c.num_warps]
@@ -110,8 +120,10 @@ def _gemm_configs():
     # GEMM variants (plain and gated _ln_gemm, _gemm_res with and without a FiLM'd residual; measured
     # with ctdn.kernels.resources under triton 3.6 and 3.9). fp16/bf16: K chunks of 32, three pipeline
     # stages (the K loop's loads overlap the dots); 128 x 64 and 64 x 128 need 8 warps, 128 x 128
-    # spills with any; 64 x 64 takes 8 too: with 4, the gated _ln_gemm (two accumulators) sits at 255
-    # registers and spills 8 B for an A100, while 8 warps need 117-224 a thread (sm_80 and sm_90).
+    # spills with any; 64 x 64 takes 8 too: with 4, the gated _ln_gemm (two accumulators) sat at 255
+    # registers and spilled 8 B for an A100. (Those figures are from compiles that did not know the
+    # sizes divisible by 16; compiled as the JIT specialises them, the kept fp16 tiles need 64-156
+    # registers a thread on sm_90.)
     # fp32 (IEEE dots, no tensor cores): a [BLOCK_O, BLOCK_K] fp32 operand is twice the registers, so
     # K chunks of MIN_DOT_K and two stages, but one for 32 x 64 (it spills 8 B with two under triton
     # 3.9; 64 x 64 at 4 warps, 48 B).
@@ -137,6 +149,17 @@ def _dw_configs():
     return [triton.Config({"BLOCK_C": c, "BLOCK_P": p}, num_warps=4) for c in (2, 4, 8) for p in (128, 256)]
 
 
+def _norm_configs():
+    return [triton.Config({"BLOCK_P": p}, num_warps=w) for p in (16, 32, 64) for w in (4, 8)]
+
+
+def _prune_norm(configs, named_args, **kwargs):
+    # No dots, one [CP, BLOCK_P] fp32 tile and its centred copy: keep at most 32 values per thread.
+    cp = _arg(named_args, kwargs, "CP", 16)
+    kept = [c for c in configs if cp * c.kwargs["BLOCK_P"] <= 1024 * c.num_warps]
+    return kept or configs[:1]
+
+
 def _film_configs():
     # One config: a [BLOCK_J, EP] fp32 tile (64 x 64 for the 64-wide dose embedding), 16 values a thread.
     return [triton.Config({"BLOCK_J": 64}, num_warps=8)]
@@ -150,6 +173,7 @@ def _att_configs():
 # Under the interpreter: small tiles, so the tests' shapes cross tile edges in every direction.
 INTERPRET_META = {
     "fused": {"BLOCK_P": 64},
+    "norm": {"BLOCK_P": 16},
     "gemm": {"BLOCK_O": 16, "BLOCK_P": 32, "BLOCK_K": 16},
     "dw": {"BLOCK_C": 16, "BLOCK_P": 64},
     "film": {"BLOCK_J": 16},
@@ -256,22 +280,32 @@ def _dw_gate_pool(
     offs_c = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
     pmask = offs_p < HW
     cmask = offs_c < C
-    h = offs_p // W
-    w = offs_p % W
+    col = offs_p % W
     acc_a = tl.zeros([BLOCK_C, BLOCK_P], dtype=tl.float32) + _vec(b2_ptr, offs_c, C)[:, None]
     acc_b = tl.zeros([BLOCK_C, BLOCK_P], dtype=tl.float32) + _vec(b2_ptr + C, offs_c, C)[:, None]
     t_img = t_ptr + n * 2 * C * HW  # int64 image offset once; int32 offsets inside the image
     ptr_a = t_img + offs_c[:, None] * HW + offs_p[None, :]  # the centre tap; the others are shifts
     ptr_b = ptr_a + C * HW
-    for k in range(9):
-        hh = h + (k // 3 - 1)
-        ww = w + (k % 3 - 1)
-        m = cmask[:, None] & (pmask & (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W))[None, :]
-        shift = (k // 3 - 1) * W + (k % 3 - 1)
-        va = tl.load(ptr_a + shift, mask=m, other=0.0).to(tl.float32)
-        vb = tl.load(ptr_b + shift, mask=m, other=0.0).to(tl.float32)
-        acc_a += va * tl.load(w2_ptr + offs_c * 9 + k, mask=cmask, other=0.0).to(tl.float32)[:, None]
-        acc_b += vb * tl.load(w2_ptr + (C + offs_c) * 9 + k, mask=cmask, other=0.0).to(tl.float32)[:, None]
+    for r in range(3):  # the rows of taps; the three taps of a row unrolled (all nine: ptxas spills)
+        # A tap row is inside the image where the flat index q = p + dy W is: a test on a contiguous
+        # range that keeps the centre taps' loads vectorised when W is a multiple of 16 (the same test
+        # on h = p // W and h + dy, per element, would not). The side taps also test the column.
+        q = offs_p + (r - 1) * W
+        m = cmask[:, None] & (pmask & (q >= 0) & (q < HW))[None, :]
+        for s in tl.static_range(3):
+            if s == 0:
+                ms = m & (col > 0)[None, :]
+            elif s == 2:
+                ms = m & (col < W - 1)[None, :]
+            else:
+                ms = m
+            shift = (r - 1) * W + (s - 1)
+            va = tl.load(ptr_a + shift, mask=ms, other=0.0).to(tl.float32)
+            vb = tl.load(ptr_b + shift, mask=ms, other=0.0).to(tl.float32)
+            wa = tl.load(w2_ptr + offs_c * 9 + 3 * r + s, mask=cmask, other=0.0).to(tl.float32)
+            wb = tl.load(w2_ptr + (C + offs_c) * 9 + 3 * r + s, mask=cmask, other=0.0).to(tl.float32)
+            acc_a += va * wa[:, None]
+            acc_b += vb * wb[:, None]
     DT = g_ptr.dtype.element_ty
     g = (acc_a * acc_b).to(DT)
     smask = cmask[:, None] & pmask[None, :]
@@ -368,14 +402,35 @@ def _tile_ids(O, HW, BLOCK_O: tl.constexpr, BLOCK_P: tl.constexpr):
 
 
 @triton.jit
+def _film_layernorm(
+    x_ptr, film_ptr, lnw_ptr, lnb_ptr, out_ptr,
+    N, C, HW, eps,
+    HAS_FILM: tl.constexpr, CP: tl.constexpr, BLOCK_P: tl.constexpr,
+):  # fmt: skip
+    """out = LN(FiLM(x)) in the input's dtype, all C channels of BLOCK_P pixels per program (path
+    "split-ln": the GEMM that follows reads it as it is, so each pixel is normalised once, not once
+    per output tile)."""
+    n = tl.program_id(1).to(tl.int64)
+    offs_p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
+    offs_c = tl.arange(0, CP)
+    cmask = offs_c < C
+    x = _input_tile(x_ptr, film_ptr, n, offs_c, offs_p, C, HW, HAS_FILM)
+    xn = _layernorm(x, _vec(lnw_ptr, offs_c, C), _vec(lnb_ptr, offs_c, C), cmask, C, eps)
+    m = cmask[:, None] & (offs_p[None, :] < HW)
+    out = xn.to(out_ptr.dtype.element_ty)
+    tl.store(out_ptr + n * C * HW + offs_c[:, None] * HW + offs_p[None, :], out, mask=m)
+
+
+@triton.jit
 def _ln_gemm(
     x_ptr, film_ptr, lnw_ptr, lnb_ptr, w_ptr, b_ptr, out_ptr,
     N, C, HW, eps,
-    HAS_FILM: tl.constexpr, GATE: tl.constexpr, IEEE: tl.constexpr,
+    HAS_FILM: tl.constexpr, GATE: tl.constexpr, NORM: tl.constexpr, IEEE: tl.constexpr,
     BLOCK_O: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
     """out = W @ LN(FiLM(x)) + b with W (2C, C): 2C output channels; with GATE, C output channels
-    (W[:C] @ xn + b[:C]) * (W[C:] @ xn + b[C:]) (conv4 + SimpleGate)."""
+    (W[:C] @ xn + b[:C]) * (W[C:] @ xn + b[C:]) (conv4 + SimpleGate). Without NORM, x is already
+    normalised (``_film_layernorm``; no FiLM either): a plain GEMM whose operand loads pipeline."""
     n = tl.program_id(1).to(tl.int64)
     O = C if GATE else 2 * C
     offs_o, offs_p = _tile_ids(O, HW, BLOCK_O, BLOCK_P)
@@ -386,27 +441,29 @@ def _ln_gemm(
     # elementwise in [BLOCK_K, BLOCK_P] tiles and cross threads once, after the loop. On an H200 the
     # earlier form (a mean sweep, then a centred-squares sweep, each reducing across channels at every
     # step) made _ln_gemm 4 x slower than _gemm_res for the same GEMM.
-    r = tl.load(x_ptr + n * C * HW + offs_p, mask=offs_p < HW, other=0.0).to(tl.float32)
-    if HAS_FILM:
-        r = r * tl.load(film_ptr + n * 2 * C) + tl.load(film_ptr + n * 2 * C + C)
-    s1 = tl.zeros([BLOCK_K, BLOCK_P], dtype=tl.float32)
-    s2 = tl.zeros([BLOCK_K, BLOCK_P], dtype=tl.float32)
-    for k0 in range(0, C, BLOCK_K):
-        xk = _input_tile(x_ptr, film_ptr, n, k0 + offs_k, offs_p, C, HW, HAS_FILM)
-        d = tl.where((k0 + offs_k)[:, None] < C, xk - r[None, :], 0.0)
-        s1 += d
-        s2 += d * d
-    dm = tl.sum(s1, axis=0) / C
-    mean = r + dm
-    rstd = 1.0 / tl.sqrt(tl.maximum(tl.sum(s2, axis=0) / C - dm * dm, 0.0) + eps)
+    if NORM:
+        r = tl.load(x_ptr + n * C * HW + offs_p, mask=offs_p < HW, other=0.0).to(tl.float32)
+        if HAS_FILM:
+            r = r * tl.load(film_ptr + n * 2 * C) + tl.load(film_ptr + n * 2 * C + C)
+        s1 = tl.zeros([BLOCK_K, BLOCK_P], dtype=tl.float32)
+        s2 = tl.zeros([BLOCK_K, BLOCK_P], dtype=tl.float32)
+        for k0 in range(0, C, BLOCK_K):
+            xk = _input_tile(x_ptr, film_ptr, n, k0 + offs_k, offs_p, C, HW, HAS_FILM)
+            d = tl.where((k0 + offs_k)[:, None] < C, xk - r[None, :], 0.0)
+            s1 += d
+            s2 += d * d
+        dm = tl.sum(s1, axis=0) / C
+        mean = r + dm
+        rstd = 1.0 / tl.sqrt(tl.maximum(tl.sum(s2, axis=0) / C - dm * dm, 0.0) + eps)
     DT = out_ptr.dtype.element_ty
     acc = tl.zeros([BLOCK_O, BLOCK_P], dtype=tl.float32)
     acc_b = tl.zeros([BLOCK_O, BLOCK_P], dtype=tl.float32)
     for k0 in range(0, C, BLOCK_K):
         ks = k0 + offs_k
-        xk = _input_tile(x_ptr, film_ptr, n, ks, offs_p, C, HW, HAS_FILM)
-        xn = (xk - mean[None, :]) * rstd[None, :]
-        xn = xn * _vec(lnw_ptr, ks, C)[:, None] + _vec(lnb_ptr, ks, C)[:, None]
+        xn = _input_tile(x_ptr, film_ptr, n, ks, offs_p, C, HW, HAS_FILM)
+        if NORM:
+            xn = (xn - mean[None, :]) * rstd[None, :]
+            xn = xn * _vec(lnw_ptr, ks, C)[:, None] + _vec(lnb_ptr, ks, C)[:, None]
         acc += _wdot(w_ptr, offs_o, O, ks, C, xn, DT, IEEE)
         if GATE:
             acc_b += _wdot(w_ptr, C + offs_o, 2 * C, ks, C, xn, DT, IEEE)
@@ -449,7 +506,8 @@ _SPACE = {
     _film_ln_expand: ("fused", _fused_configs, _prune_fused, ["N", "C", "HW", "HAS_FILM"]),
     _attn_proj_ffn: ("fused", _fused_configs, _prune_fused, ["N", "C", "HW", "HAS_FILM"]),
     _dw_gate_pool: ("dw", _dw_configs, None, ["N", "C", "H", "W"]),
-    _ln_gemm: ("gemm", _gemm_configs, _prune_gemm, ["N", "C", "HW", "HAS_FILM", "GATE"]),
+    _film_layernorm: ("norm", _norm_configs, _prune_norm, ["N", "C", "HW", "HAS_FILM"]),
+    _ln_gemm: ("gemm", _gemm_configs, _prune_gemm, ["N", "C", "HW", "HAS_FILM", "GATE", "NORM"]),
     _gemm_res: ("gemm", _gemm_configs, _prune_gemm, ["N", "C", "HW", "HAS_FILM", "HAS_ATT"]),
     _film_rows: ("film", _film_configs, None, ["N", "C", "E"]),
     _attention: ("att", _att_configs, None, ["N", "C", "T"]),
@@ -481,6 +539,14 @@ def arg_types(kernel, act: str, weight: str | None = None) -> dict[str, str]:
     return out
 
 
+def launch_ints(kernel, n: int, c: int, h: int, w: int, emb: int = 64) -> dict[str, int]:
+    """The integer arguments the launchers pass ``kernel`` for a batch of ``n`` images of ``c``
+    channels, ``h`` x ``w`` (on a GPU: the depthwise pass's tile count from its smallest BLOCK_P)."""
+    tiles = triton.cdiv(h * w, min(cfg.kwargs["BLOCK_P"] for cfg in _dw_configs()))
+    known = {"N": n, "C": c, "HW": h * w, "H": h, "W": w, "E": emb, "T": tiles, "S": tiles * c}
+    return {a: known[a] for a in kernel.arg_names if a in known}
+
+
 def plan(c: int, dtype: torch.dtype, *, film=True, path: str | None = None, pruned=True, emb=64):
     """The kernels one block of ``c`` channels launches: ``(kernel, constexprs, configs)`` each, the
     configs being the autotuner's (after pruning unless ``pruned`` is False); ``emb``: the width of
@@ -496,13 +562,24 @@ def plan(c: int, dtype: torch.dtype, *, film=True, path: str | None = None, prun
             att,
             (_attn_proj_ffn, {"HAS_FILM": film, "IEEE": ieee, "CP": padded_channels(c)}),
         ]
-    else:
+    elif path == "split":
         steps += [
-            (_ln_gemm, {"HAS_FILM": film, "GATE": False, "IEEE": ieee}),
+            (_ln_gemm, {"HAS_FILM": film, "GATE": False, "NORM": True, "IEEE": ieee}),
             (_dw_gate_pool, {}),
             att,
             (_gemm_res, {"HAS_ATT": True, "HAS_FILM": film, "IEEE": ieee}),
-            (_ln_gemm, {"HAS_FILM": False, "GATE": True, "IEEE": ieee}),
+            (_ln_gemm, {"HAS_FILM": False, "GATE": True, "NORM": True, "IEEE": ieee}),
+            (_gemm_res, {"HAS_ATT": False, "HAS_FILM": False, "IEEE": ieee}),
+        ]
+    else:  # "split-ln"
+        steps += [
+            (_film_layernorm, {"HAS_FILM": film, "CP": padded_channels(c)}),
+            (_ln_gemm, {"HAS_FILM": False, "GATE": False, "NORM": False, "IEEE": ieee}),
+            (_dw_gate_pool, {}),
+            att,
+            (_gemm_res, {"HAS_ATT": True, "HAS_FILM": film, "IEEE": ieee}),
+            (_film_layernorm, {"HAS_FILM": False, "CP": padded_channels(c)}),
+            (_ln_gemm, {"HAS_FILM": False, "GATE": True, "NORM": False, "IEEE": ieee}),
             (_gemm_res, {"HAS_ATT": False, "HAS_FILM": False, "IEEE": ieee}),
         ]
     out = []
@@ -626,20 +703,39 @@ def _gemm_grid(o: int, hw: int, n: int):
     return lambda m: (triton.cdiv(o, m["BLOCK_O"]) * triton.cdiv(hw, m["BLOCK_P"]), n)
 
 
-def ln_gemm(norm, conv, x: torch.Tensor, film: torch.Tensor | None = None, gate: bool = False):
-    """Split path: conv(norm(FiLM(x))) with ``conv`` C -> 2C, (N, 2C, H, W); with ``gate``, its
-    SimpleGate (N, C, H, W)."""
+def film_layernorm(norm, x: torch.Tensor, film: torch.Tensor | None = None) -> torch.Tensor:
+    """Path "split-ln": norm(FiLM(x)) (N, C, H, W) in x's dtype, as the reference rounds it."""
     x = x.contiguous()
     n, c, h, w = x.shape
     f, has_film = _film_arg(x, film)
+    out = torch.empty_like(x)
+    _launch(
+        _film_layernorm,
+        lambda m: (triton.cdiv(h * w, m["BLOCK_P"]), n),
+        x, f, norm.weight, norm.bias, out,
+        n, c, h * w, norm.eps,
+        HAS_FILM=has_film, CP=padded_channels(c),
+    )  # fmt: skip
+    return out
+
+
+def ln_gemm(norm, conv, x: torch.Tensor, film: torch.Tensor | None = None, gate: bool = False):
+    """Split path: conv(norm(FiLM(x))) with ``conv`` C -> 2C, (N, 2C, H, W); with ``gate``, its
+    SimpleGate (N, C, H, W). ``norm`` None: x is already normalised (``film_layernorm``), no FiLM."""
+    x = x.contiguous()
+    n, c, h, w = x.shape
+    if norm is None and film is not None:
+        raise ValueError("ln_gemm: a FiLM needs the norm (pass both, or normalise first)")
+    f, has_film = _film_arg(x, film)
+    ln_w, ln_b, eps = (norm.weight, norm.bias, norm.eps) if norm is not None else (conv.bias, conv.bias, 0.0)
     o = c if gate else 2 * c
     out = torch.empty((n, o, h, w), device=x.device, dtype=x.dtype)
     _launch(
         _ln_gemm,
         _gemm_grid(o, h * w, n),
-        x, f, norm.weight, norm.bias, conv.weight, conv.bias, out,
-        n, c, h * w, norm.eps,
-        HAS_FILM=has_film, GATE=gate, IEEE=x.dtype == torch.float32,
+        x, f, ln_w, ln_b, conv.weight, conv.bias, out,
+        n, c, h * w, eps,
+        HAS_FILM=has_film, GATE=gate, NORM=norm is not None, IEEE=x.dtype == torch.float32,
     )  # fmt: skip
     return out
 
@@ -673,7 +769,7 @@ def nafblock_forward(block, x: torch.Tensor, film: torch.Tensor | None = None, p
 
     ``film``: None, or (N, 2C) fp32 rows ``[1 + scale | shift]`` of the dose FiLM applied to x
     first (``CondBlock``). x may be fp32, fp16 or bf16; the weights are read in any dtype. ``path``:
-    ``"fused"``, ``"split"`` or None (``path_for`` the channel count and dtype).
+    ``"fused"``, ``"split"``, ``"split-ln"`` or None (``path_for`` the channel count and dtype).
     """
     check_path(path)
     x = x.contiguous()
@@ -681,10 +777,17 @@ def nafblock_forward(block, x: torch.Tensor, film: torch.Tensor | None = None, p
     if path == "fused":
         g, partial = dw_gate_pool(block, film_ln_expand(block, x, film))
         return attn_proj_ffn(block, x, film, g, attention(block, partial, x.shape[2] * x.shape[3]))
-    g, partial = dw_gate_pool(block, ln_gemm(block.norm1, block.conv1, x, film))
+    if path == "split-ln":  # each LayerNorm its own pass, then plain GEMMs
+        t = ln_gemm(None, block.conv1, film_layernorm(block.norm1, x, film))
+    else:
+        t = ln_gemm(block.norm1, block.conv1, x, film)
+    g, partial = dw_gate_pool(block, t)
     att = attention(block, partial, x.shape[2] * x.shape[3])
     x1 = gemm_res(block.conv3, g, x, block.beta, att=att, film=film)
-    h = ln_gemm(block.norm2, block.conv4, x1, gate=True)
+    if path == "split-ln":
+        h = ln_gemm(None, block.conv4, film_layernorm(block.norm2, x1), gate=True)
+    else:
+        h = ln_gemm(block.norm2, block.conv4, x1, gate=True)
     return gemm_res(block.conv5, h, x1, block.gamma)
 
 
@@ -699,7 +802,7 @@ class FusedNAFBlock(torch.nn.Module):
         super().__init__()
         self.block = block  # the reference module: its parameters are the ones used
         self.film = film
-        self.path = check_path(path)  # "fused", "split" or None: by the channel count and dtype
+        self.path = check_path(path)  # one of PATHS, or None: by the channel count and dtype
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
         rows = film_rows(self.film, emb) if self.film is not None else None  # fp32 whatever the dtypes

@@ -8,7 +8,10 @@ cannot launch there; one with a stack frame spills registers to local memory (sl
     python -m ctdn.kernels.resources --arch 90 --channels 16 32 64 128 256 --dtype float16
 
 prints, per pass and autotuner config, the shared memory, registers, stack bytes, whether its dots
-compiled to tensor-core instructions, and the verdict.
+compiled to tensor-core instructions, its global loads and stores by width (16-bit ones are
+unvectorised half accesses), and the verdict. Each kernel is compiled as the JIT specialises it
+for a launch on ``--batch`` images of ``--size`` (integers divisible by 16 marked so, a 1 made a
+constant): what lets its accesses vectorise.
 """
 
 from __future__ import annotations
@@ -55,6 +58,16 @@ class Resources:
     num_warps: int
     arch: int
     mma: str = "none"  # tensor-core instructions in its SASS: "wgmma" (Hopper), "mma" (Ampere on), "none"
+    memory: tuple = ()  # its global loads and stores by width: ``global_access``
+
+    def access(self) -> str:
+        """``memory`` in a few words: "ld 16b x20, 128b x2; st 128b x1"."""
+        out = []
+        for op in ("ld", "cp", "st"):
+            widths = [f"{bits}b x{n}" for o, bits, n in self.memory if o == op]
+            if widths:
+                out.append(f"{op} " + ", ".join(widths))
+        return "; ".join(out)
 
     def occupancy(self) -> float | None:
         """Resident warps per SM over the most an SM holds, by the CUDA occupancy rules (registers,
@@ -90,9 +103,28 @@ def _tool(name: str) -> str:
     return path
 
 
-def _usage(cubin: bytes, name: str) -> tuple[int, int, str]:
-    """(registers per thread, stack bytes per thread, tensor-core instructions) of kernel ``name`` in
-    ``cubin``, by cuobjdump: its resource line and its SASS (HGMMA: warpgroup MMA, HMMA: warp MMA)."""
+_WIDTH = {"U8": 8, "S8": 8, "U16": 16, "S16": 16, "64": 64, "128": 128}
+
+
+def global_access(sass: str) -> tuple[tuple[str, int, int], ...]:
+    """The global-memory instructions of a SASS listing: ``(op, bits, count)`` sorted, op ``ld``
+    (LDG), ``st`` (STG) or ``cp`` (LDGSTS, the asynchronous copies of pipelined loops), bits per
+    thread per instruction (128: a vectorised access of 8 halves; 16: one half). Counted in the
+    code, not at run time: an instruction inside a loop counts once."""
+    ops = {"LDG": "ld", "STG": "st", "LDGSTS": "cp"}
+    counts: dict[tuple[str, int], int] = {}
+    for m in re.finditer(r"\b(LDGSTS|LDG|STG)((?:\.[A-Z0-9_]+)*)", sass):
+        parts = m.group(2).split(".")
+        bits = next((_WIDTH[p] for p in parts if p in _WIDTH), 32)
+        key = (ops[m.group(1)], bits)
+        counts[key] = counts.get(key, 0) + 1
+    return tuple((op, bits, n) for (op, bits), n in sorted(counts.items()))
+
+
+def _usage(cubin: bytes, name: str) -> tuple[int, int, str, tuple]:
+    """(registers per thread, stack bytes per thread, tensor-core instructions, global accesses) of
+    kernel ``name`` in ``cubin``, by cuobjdump: its resource line and its SASS (HGMMA: warpgroup MMA,
+    HMMA: warp MMA; ``global_access``)."""
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "k.cubin")
         with open(path, "wb") as f:
@@ -107,22 +139,36 @@ def _usage(cubin: bytes, name: str) -> tuple[int, int, str]:
     if m is None:
         raise RuntimeError(f"cuobjdump printed no resource line for {name}:\n{text}")
     mma = "wgmma" if re.search(r"\bHGMMA\b", sass) else "mma" if re.search(r"\bHMMA\b", sass) else "none"
-    return int(m.group(1)), int(m.group(2)), mma
+    return int(m.group(1)), int(m.group(2)), mma, global_access(sass)
 
 
-def compile_for(kernel, types: dict[str, str], constexprs: dict, *, arch: int, num_warps: int, num_stages=3):
+def _specialised(kernel, types: dict[str, str], constexprs: dict, ints: dict[str, int]):
+    """(signature, constexprs, attrs) as the JIT specialises a launch: pointers 16-byte aligned, an
+    integer of value 1 a constant, one divisible by 16 marked so (its loads and stores vectorise on
+    that), the others plain; an integer missing from ``ints`` is taken as not divisible."""
+    constexprs = {**constexprs, **{a: 1 for a, v in ints.items() if v == 1 and a not in constexprs}}
+    names = kernel.arg_names
+    sig = {a: ("constexpr" if a in constexprs else types[a]) for a in names}
+    divisible = [
+        a for a in names if sig[a].startswith("*") or (sig[a].startswith("i") and ints.get(a, 1) % 16 == 0)
+    ]
+    return sig, constexprs, {(names.index(a),): [["tt.divisibility", 16]] for a in divisible}
+
+
+def compile_for(
+    kernel, types: dict[str, str], constexprs: dict, *, arch: int, num_warps: int, num_stages=3, ints=None
+):
     """``kernel`` (a ``triton.jit`` function) compiled for ``sm_<arch>``: a triton ``CompiledKernel``.
 
-    ``types``: triton type of every runtime argument (``*fp16``, ``i32``, ``fp32``); pointers and
-    integers divisible by 16 are marked so, as the JIT does for aligned tensors and sizes.
+    ``types``: triton type of every runtime argument (``*fp16``, ``i32``, ``fp32``); ``ints``: the
+    values of its integer arguments at the launch to mirror (``_specialised``: what the JIT makes of
+    them).
     """
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    names = kernel.arg_names
-    sig = {a: ("constexpr" if a in constexprs else types[a]) for a in names}
-    attrs = {(i,): [["tt.divisibility", 16]] for i, a in enumerate(names) if sig[a].startswith("*")}
+    sig, constexprs, attrs = _specialised(kernel, types, constexprs, ints or {})
     src = ASTSource(fn=kernel, signature=sig, constexprs=constexprs, attrs=attrs)
     target = GPUTarget("cuda", arch, 32)
     # FMA contraction on, as the JIT compiles by default (and set, so triton >= 3.9 does not warn).
@@ -130,29 +176,43 @@ def compile_for(kernel, types: dict[str, str], constexprs: dict, *, arch: int, n
     return triton.compile(src, target=target, options=options)
 
 
-def measure(kernel, types, constexprs, *, arch, num_warps, num_stages=3, config="") -> Resources:
+def measure(kernel, types, constexprs, *, arch, num_warps, num_stages=3, config="", ints=None) -> Resources:
     """Compile ``kernel`` for ``sm_<arch>`` and read its shared memory, registers and stack."""
-    k = compile_for(kernel, types, constexprs, arch=arch, num_warps=num_warps, num_stages=num_stages)
-    regs, stack, mma = _usage(k.asm["cubin"], kernel.__name__)
-    return Resources(kernel.__name__, config, int(k.metadata.shared), regs, stack, num_warps, arch, mma)
+    k = compile_for(
+        kernel, types, constexprs, arch=arch, num_warps=num_warps, num_stages=num_stages, ints=ints
+    )
+    regs, stack, mma, memory = _usage(k.asm["cubin"], kernel.__name__)
+    res = Resources(kernel.__name__, config, int(k.metadata.shared), regs, stack, num_warps, arch, mma)
+    return dataclasses.replace(res, memory=memory)
 
 
 def block_resources(
-    c: int, dtype: torch.dtype, *, film: bool = True, arch: int = 90, path=None, pruned: bool = True
+    c: int,
+    dtype: torch.dtype,
+    *,
+    film: bool = True,
+    arch: int = 90,
+    path=None,
+    pruned: bool = True,
+    size: tuple[int, int] = (64, 64),
+    batch: int = 1,
 ) -> list[Resources]:
-    """Every kernel a NAFBlock of ``c`` channels in ``dtype`` launches, over the autotuner's configs
-    (all of them with ``pruned=False``)."""
+    """Every kernel a NAFBlock of ``c`` channels in ``dtype`` launches on ``batch`` images of ``size``
+    (H, W), over the autotuner's configs (all of them with ``pruned=False``). The shape matters only
+    through what the JIT specialises on: sizes divisible by 16, a batch of 1."""
     from . import nafblock
 
     out = []
     for kernel, constexprs, configs in nafblock.plan(c, dtype, film=film, path=path, pruned=pruned):
         types = nafblock.arg_types(kernel, _TRITON_TYPES[dtype])
+        ints = nafblock.launch_ints(kernel, batch, c, *size)
         for cfg in configs:
             meta = {**constexprs, **cfg.kwargs}
             label = " ".join(f"{k}={v}" for k, v in cfg.kwargs.items())
             label += f" w{cfg.num_warps} s{cfg.num_stages}"
             w, s = cfg.num_warps, cfg.num_stages
-            out.append(measure(kernel, types, meta, arch=arch, num_warps=w, num_stages=s, config=label))
+            res = measure(kernel, types, meta, arch=arch, num_warps=w, num_stages=s, config=label, ints=ints)
+            out.append(res)
     return out
 
 
@@ -161,7 +221,16 @@ def main(argv=None) -> int:
     p.add_argument("--arch", type=int, default=90, help="compute capability x 10 (90: H100/H200; 80: A100)")
     p.add_argument("--channels", type=int, nargs="+", default=[16, 32, 64, 128, 256])
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float16")
-    p.add_argument("--path", choices=["auto", "fused", "split"], default="auto")
+    p.add_argument("--path", choices=["auto", "fused", "split", "split-ln"], default="auto")
+    p.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        default=[64, 64],
+        metavar=("H", "W"),
+        help="the image the block runs on (paper's blocks: 64 x 64 of a 512 x 512 slice)",
+    )
+    p.add_argument("--batch", type=int, default=1)
     p.add_argument("--all-configs", action="store_true", help="also the configs the autotuner prunes")
     p.add_argument("--json", action="store_true", help="JSON lines, one per kernel and config")
     a = p.parse_args(argv)
@@ -171,15 +240,21 @@ def main(argv=None) -> int:
         p.error(unavailable())
     if interpreting():
         p.error("TRITON_INTERPRET is set: the kernels are interpreted, not compiled; unset it")
-    if min(a.channels) < 1:
-        p.error(f"--channels must be positive, got {a.channels}")
+    for name, values in (("--channels", a.channels), ("--size", a.size), ("--batch", [a.batch])):
+        if min(values) < 1:
+            p.error(f"{name} must be positive, got {values if len(values) > 1 else values[0]}")
     if not a.json:
-        print("| C | kernel | config | shared KiB | regs | stack B | tensor cores | occupancy | verdict |")
-        print("|---|---|---|---|---|---|---|---|---|")
+        head = "C | kernel | config | shared KiB | regs | stack B | tensor cores | global ld/st"
+        head += " | occupancy | verdict"
+        print(f"| {head} |")
+        print("|---" * (head.count("|") + 1) + "|")
     path = None if a.path == "auto" else a.path
     dtype = getattr(torch, a.dtype)
     for c in a.channels:
-        for r in block_resources(c, dtype, arch=a.arch, path=path, pruned=not a.all_configs):
+        rows = block_resources(
+            c, dtype, arch=a.arch, path=path, pruned=not a.all_configs, size=tuple(a.size), batch=a.batch
+        )
+        for r in rows:
             verdict = "; ".join(r.problems()) or "fits"
             if a.json:
                 row = {"channels": c, **dataclasses.asdict(r), "occupancy": r.occupancy()}
@@ -187,7 +262,7 @@ def main(argv=None) -> int:
             else:
                 kib = f"{r.shared / 1024:.0f}"
                 occ = "?" if r.occupancy() is None else f"{r.occupancy():.0%}"
-                cells = (c, r.kernel, r.config, kib, r.registers, r.stack, r.mma, occ, verdict)
+                cells = (c, r.kernel, r.config, kib, r.registers, r.stack, r.mma, r.access(), occ, verdict)
                 print("| " + " | ".join(map(str, cells)) + " |")
             sys.stdout.flush()
     return 0

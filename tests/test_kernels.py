@@ -83,7 +83,7 @@ def _film_rows(block: CondBlock, emb):
     return torch.cat([1 + scale, shift], dim=1)
 
 
-@pytest.mark.parametrize("path", ["fused", "split"])
+@pytest.mark.parametrize("path", kernels.PATHS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("film", [True, False], ids=["film", "plain"])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
@@ -139,7 +139,12 @@ def _forcing(nb, kind, cfg):
     return launch
 
 
-SPACE_CASES = [(20, torch.float16, "fused"), (40, torch.float16, "split"), (40, torch.float32, "split")]
+SPACE_CASES = [
+    (20, torch.float16, "fused"),
+    (40, torch.float16, "split"),
+    (40, torch.float32, "split"),
+    (40, torch.float16, "split-ln"),
+]
 
 
 @pytest.mark.parametrize(("c", "dtype", "path"), SPACE_CASES, ids=lambda v: str(v).replace("torch.", ""))
@@ -209,6 +214,20 @@ def test_each_pass_matches_its_reference_ops(nb, dtype):
     _check(out, r.out, dtype)
 
 
+@pytest.mark.parametrize("hw", [(1, 9), (7, 1), (1, 1), (2, 64), (3, 33)], ids=lambda s: f"{s[0]}x{s[1]}")
+@torch.no_grad()
+def test_the_depthwise_pass_pads_every_border_of_any_image(nb, hw):
+    """One-pixel rows and columns (every side tap outside the image), a 1 x 1 image, a row that is a
+    whole interpreter tile (64 pixels: the tile's end is the row's end) and one that crosses it."""
+    h, w = hw
+    blk = _block(6, film=False).block
+    t = torch.randn(2, 12, h, w, generator=torch.Generator().manual_seed(5)).to(DEVICE)
+    g, partial = nb.dw_gate_pool(blk, t)
+    ref = blk.sg(blk.conv2(t))
+    _check(g, ref, torch.float32)
+    _check(partial.sum(1), ref.sum((2, 3)), torch.float32)
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @torch.no_grad()
 def test_the_attention_sums_every_tile_of_a_view_of_partial_sums(nb, dtype):
@@ -250,6 +269,15 @@ def test_each_split_kernel_matches_its_reference_ops(nb, dtype):
     _check(x1, r.x1, dtype)
     _check(nb.ln_gemm(b.norm2, b.conv4, r.x1.to(dtype), gate=True), r.h, dtype)
     _check(nb.gemm_res(b.conv5, r.h.to(dtype), r.x1.to(dtype), b.gamma), r.out, dtype)
+    # path "split-ln": each LayerNorm alone (rounded to dtype, as the reference's is), then plain GEMMs
+    xn = nb.film_layernorm(b.norm1, r.x.to(dtype), r.rows)
+    mu, var = r.xf.mean(1, keepdim=True), r.xf.var(1, unbiased=False, keepdim=True)
+    ln = b.norm1.weight.float()[:, None, None] * (r.xf - mu) / (var + b.norm1.eps).sqrt()
+    _check(xn, ln + b.norm1.bias.float()[:, None, None], dtype)
+    _check(nb.ln_gemm(None, b.conv1, xn), r.t, dtype)
+    _check(nb.ln_gemm(None, b.conv4, nb.film_layernorm(b.norm2, r.x1.to(dtype)), gate=True), r.h, dtype)
+    with pytest.raises(ValueError, match="a FiLM needs the norm"):
+        nb.ln_gemm(None, b.conv1, xn, r.rows)
 
 
 def test_the_path_follows_the_channel_count_and_a_bad_one_is_refused(nb):
@@ -270,7 +298,8 @@ def test_the_path_follows_the_channel_count_and_a_bad_one_is_refused(nb):
 @pytest.mark.parametrize(
     ("c", "dtype", "film", "path"),
     [(20, torch.float16, True, "fused"), (12, torch.float32, False, "fused"),
-     (40, torch.bfloat16, True, "split"), (40, torch.float32, False, "split")],
+     (40, torch.bfloat16, True, "split"), (40, torch.float32, False, "split"),
+     (40, torch.float16, True, "split-ln"), (24, torch.float32, False, "split-ln")],
     ids=str,
 )  # fmt: skip
 @torch.no_grad()
