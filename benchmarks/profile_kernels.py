@@ -1,7 +1,8 @@
 """Where a fused NAFBlock's time goes on a GPU: each kernel's mean time and its share, per path.
 
 One NAFBlock (with its dose FiLM) of each level of ``edge`` and ``paper`` at the size that level
-sees for a 512x512 slice, fp16, batch 16 by default, on both paths; the CUDA time of every kernel
+sees for a 512x512 slice, fp16, batch 16 by default, on each path ("split-ln" from 128 channels,
+where it is an alternative to "split"); the CUDA time of every kernel
 it launches, from torch.profiler (CUPTI), against eager torch's total for the same block. Run on a
 CUDA machine (``benchmarks/gpu_kernels.sh`` does, when time is left):
 
@@ -62,7 +63,7 @@ def main(argv=None) -> None:
             emb = torch.rand(args.batch, 64, device="cuda", dtype=dtype)
             eager = sum(_kernel_times(block, (x, emb), args.reps).values())
             print(f"\n{preset} L{lv}: C={c}, {side}x{side}; eager torch {eager:.1f} us in all kernels")
-            for path in ("fused", "split"):
+            for path in ("fused", "split", "split-ln") if c >= 128 else ("fused", "split"):
                 times = _kernel_times(kernels.fuse(block, path=path), (x, emb), args.reps)
                 total = sum(times.values()) or float("nan")
                 print(f"  {path}: {total:.1f} us ({eager / total:.2f}x eager)")

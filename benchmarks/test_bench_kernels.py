@@ -7,16 +7,18 @@ Groups:
   ``GRAPH_REPS`` calls replayed from one CUDA graph, every variant alike, and ``extra_info``'s
   ``us_per_call`` is one call: the kernels' time, not Python's and the launches'. Variants: ``eager``,
   ``compile`` (inductor, default mode), ``compile-max-autotune``, and the Triton kernels on each of
-  their two paths, ``fused-3pass`` and ``fused-5pass`` (kernels/nafblock.py); ``extra_info``'s
-  ``chosen`` says which one ``path_for`` picks (what ``fuse`` and the triton backend run), so one run
-  shows whether the crossover ``FUSED_MAX_C`` is in the right place. ``extra_info`` has the bytes
-  the block must move at least (read x, write y) and the path's actual traffic (9 or 14 C values per
-  pixel) and, on a GPU, the achieved bandwidth in GB/s and the peak it is compared with (a measured
-  device-to-device copy).
+  their paths, ``fused-3pass``, ``fused-5pass`` (path "split") and, from 128 channels,
+  ``fused-7pass`` (path "split-ln": each LayerNorm its own pass) (kernels/nafblock.py);
+  ``extra_info``'s ``chosen`` says which one ``path_for`` picks (what ``fuse`` and the triton
+  backend run), so one run shows whether the crossover ``FUSED_MAX_C`` is in the right place.
+  ``extra_info`` has the bytes the block must move at least (read x, write y) and the path's actual
+  traffic (9, 14 or 18 C values per pixel) and, on a GPU, the achieved bandwidth in GB/s and the
+  peak it is compared with (a measured device-to-device copy).
 - ``model-512``: the whole network (no HU conversion, no host copies), presets ``edge`` and
   ``paper``, batch 1, 16 and 32, slices/s in ``extra_info``, each variant as it would be deployed:
-  ``fused`` is the triton backend's model replayed as a CUDA graph, ``compile-graphs`` is
-  torch.compile's own CUDA graphs (mode ``reduce-overhead``), the fair rival at batch 1.
+  ``fused`` is the triton backend's model replayed as a CUDA graph (``fused-split-ln``: the same with
+  every block on path "split-ln", ``paper`` only), ``compile-graphs`` is torch.compile's own CUDA
+  graphs (mode ``reduce-overhead``), the fair rival at batch 1.
 
 fp16 on a GPU; on the CPU only ``eager`` and ``compile`` in fp32 run (the fused kernels need CUDA;
 Triton's CPU interpreter is for correctness, not speed). Run:
@@ -42,9 +44,12 @@ from ctdn.models.nafnet import CondBlock
 CUDA = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if CUDA else "cpu")
 DTYPE = torch.float16 if CUDA else torch.float32
-VARIANTS = ["eager", "compile", "compile-graphs", "compile-max-autotune", "fused"]
-BLOCK_VARIANTS = ["eager", "compile", "compile-max-autotune", "fused-3pass", "fused-5pass"]
-PATHS = {"fused-3pass": "fused", "fused-5pass": "split"}
+VARIANTS = ["eager", "compile", "compile-graphs", "compile-max-autotune", "fused", "fused-split-ln"]
+BLOCK_VARIANTS = ["eager", "compile", "compile-max-autotune", "fused-3pass", "fused-5pass", "fused-7pass"]
+PATHS = {"fused-3pass": "fused", "fused-5pass": "split", "fused-7pass": "split-ln"}
+# "split-ln" (each LayerNorm its own pass) is an alternative to "split" for wide blocks: timed where
+# "split" is a candidate, and for the model whose blocks are all that wide (paper: C = 256).
+WIDE = 128
 GRAPH_REPS = 10  # block calls per timed round on a GPU, replayed from one CUDA graph
 
 
@@ -144,6 +149,8 @@ def _block_cases():
 @pytest.mark.parametrize(("preset", "c", "size"), list(_block_cases()))
 def test_nafblock(benchmark, preset, c, size, batch, variant):
     _skip_variant(variant)
+    if variant == "fused-7pass" and c < WIDE:
+        pytest.skip(f"split-ln is an alternative for blocks of {WIDE} channels or more")
     if not CUDA and batch > 1:
         pytest.skip("batch 16 on the CPU: minutes per round; batch 1 shows the same ratio")
     benchmark.group = f"nafblock-{preset}"
@@ -199,6 +206,8 @@ def _autocast(fn):
 @pytest.mark.parametrize("preset", ["edge", "paper"])
 def test_model(benchmark, preset, batch, variant):
     _skip_variant(variant)
+    if variant == "fused-split-ln" and preset != "paper":
+        pytest.skip(f"split-ln is for blocks of {WIDE} channels or more: paper's, not {preset}'s")
     if not CUDA and (batch > 1 or variant != "eager"):
         pytest.skip("whole-model CPU latency is benchmarks/test_bench_denoise.py's (batch 1, eager)")
     benchmark.group = "model-512"
@@ -206,10 +215,11 @@ def test_model(benchmark, preset, batch, variant):
     model = build(preset).eval().requires_grad_(False)
     x = torch.rand(batch, 1, 512, 512, device=DEVICE).mul(2).sub(1)
     dose = torch.full((batch,), 0.25, device=DEVICE)
-    if variant == "fused":
+    if variant.startswith("fused"):
         from ctdn.backends.triton_fused import Runner, _Graph
 
-        net = Runner(model, DEVICE, "fp16" if CUDA else "fp32").model
+        path = "split-ln" if variant == "fused-split-ln" else None
+        net = Runner(model, DEVICE, "fp16" if CUDA else "fp32", path=path).model
         x = x.to(DTYPE)
         fn = _timed(_Graph(net, tuple(x.shape), DTYPE, DEVICE))  # one CUDA graph, as the backend runs it
     else:

@@ -78,6 +78,25 @@ def test_half_precision_keeps_the_callers_model_in_fp32(model, slices):
         Denoiser(model, backend="triton", device=DEVICE, precision="int8")
 
 
+@needs_triton
+def test_a_runner_can_force_one_path_on_every_block(model, slices):
+    """What the model benchmark's ``fused-split-ln`` runs: every block on the "split-ln" path."""
+    from ctdn.kernels.nafblock import FusedNAFBlock
+
+    from ctdn.backends.triton_fused import Runner
+
+    run = Runner(model, torch.device(DEVICE), "fp32", path="split-ln")
+    fused = [m for m in run.model.modules() if isinstance(m, FusedNAFBlock)]
+    assert fused and {m.path for m in fused} == {"split-ln"}
+    x = np.clip(slices / 1000.0, -1, 1)[:, None].astype(np.float32)  # the HU window as the network sees it
+    dose = np.full(len(x), 0.25, np.float32)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x), torch.from_numpy(dose)).numpy()
+    assert np.abs(run(x, dose) - ref).max() < 1e-4
+    with pytest.raises(ValueError, match="path must be one of"):
+        Runner(model, torch.device(DEVICE), "fp32", path="fast")
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @needs_triton

@@ -6,15 +6,17 @@ dose MLP) stays torch. fp16 by default, bf16 and fp32 too; LayerNorm statistics 
 are fp32 whatever the precision.
 
 Batch-1 latency on a GPU is mostly kernel launches (a block is three kernels, five for blocks over
-128 channels, and two tiny torch ops; the network a few dozen launches), so each input shape
+128 channels, and two small ones for the dose FiLM and the attention; the network a few dozen
+launches), so each input shape
 (N, H, W) is captured once as a CUDA graph and replayed: after a warm-up that also runs Triton's
 autotuner (which cannot run inside a capture), a call copies the slices into the graph's input
 buffer, replays, and copies the output out. At most ``MAX_GRAPHS`` shapes are kept;
 ``CTDN_CUDA_GRAPHS=0`` runs eagerly instead.
 
 On the CPU it runs only under ``TRITON_INTERPRET=1`` (Triton's interpreter: exact but very slow), so
-the backend's own code can be tested without a GPU. Ranked below torch for ``auto`` until GPU
-measurements say otherwise (none exist yet: no GPU was lent when it was written).
+the backend's own code can be tested without a GPU. Ranked below torch for ``auto``: the H200
+measurements so far (docs/kernels.md) favour it for ``edge`` but not yet for ``paper``, and it runs
+fp16 by default.
 """
 
 from __future__ import annotations
@@ -75,9 +77,16 @@ class _Graph:
 
 
 class Runner:
-    """The fused model in ``precision`` (default fp16 on CUDA, fp32 under the CPU interpreter)."""
+    """The fused model in ``precision`` (default fp16 on CUDA, fp32 under the CPU interpreter);
+    ``path`` forces one of ``ctdn.kernels.PATHS`` on every block (benchmarks compare them)."""
 
-    def __init__(self, model: torch.nn.Module, device: torch.device, precision: str | None = None) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        device: torch.device,
+        precision: str | None = None,
+        path: str | None = None,
+    ) -> None:
         from .. import kernels
 
         precision = precision or ("fp16" if device.type == "cuda" else "fp32")
@@ -86,7 +95,7 @@ class Runner:
         self.device, self.precision, self.dtype = device, precision, DTYPES[precision]
         # A private copy first: fuse() shares parameters, and casting them must not touch the caller's.
         net = copy.deepcopy(model).eval().requires_grad_(False)
-        net = kernels.fuse(net).to(device=device, dtype=self.dtype)
+        net = kernels.fuse(net, path=path).to(device=device, dtype=self.dtype)  # path: None, per block
         if getattr(net, "dose_embed", None) is not None:
             net.dose_embed.float()  # the dose MLP sees fp32 (1/sqrt(dose) of a few thousand at most)
         self.model = net
