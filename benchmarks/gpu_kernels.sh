@@ -9,8 +9,8 @@
 #      caches, so that the timed run below spends its time timing;
 #   3. timed, serially: per NAFBlock, then the whole model (benchmarks/test_bench_kernels.py), with
 #      the autotuner's picks printed (TRITON_PRINT_AUTOTUNING);
-#   4. with the time left: where each fused block's time goes (benchmarks/profile_kernels.py), then
-#      torch.compile max-autotune for the paper preset.
+#   4. with the time left: where each fused block's time goes (benchmarks/profile_kernels.py; paper
+#      first, each path including split-ln), then torch.compile max-autotune for the paper preset.
 # Results go to $OUT (the device tool's folder) or ./gpu-out: log.txt (everything), tests.txt,
 # bench.txt, gpu-blocks.json, gpu-model.json, gpu-max-autotune.json (-> benchmarks/results/).
 #
@@ -74,7 +74,8 @@ step 120 "${pt[@]}" -s "$bench" -k "test_model and not max-autotune" --benchmark
     --benchmark-json="$out/gpu-model.json" --benchmark-columns=min,mean,median,rounds --benchmark-max-time=0.5 2>&1 | tee -a "$out/bench.txt" |
     tail -n 40 >>"$log"
 unset TRITON_PRINT_AUTOTUNING
-step 60 python3 benchmarks/profile_kernels.py 2>&1 | tee -a "$log"
+# paper first: its split vs split-ln columns are what the next decision (path_for) waits on
+step 120 python3 benchmarks/profile_kernels.py --preset paper edge 2>&1 | tee -a "$log"
 step 300 "${pt[@]}" "$bench" -k "max-autotune and paper and not 16" --benchmark-only \
     --benchmark-json="$out/gpu-max-autotune.json" --benchmark-columns=min,mean,median,rounds --benchmark-max-time=0.5 2>&1 | tail -n 30 >>"$log"
 say "done"
