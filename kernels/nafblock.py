@@ -221,6 +221,13 @@ def _layernorm(x, w, b, cmask, C, eps):
 
 
 @triton.jit
+def _film_ln_tile(x_ptr, film_ptr, lnw_ptr, lnb_ptr, n, offs_c, offs_p, C, HW, eps, HAS_FILM: tl.constexpr):
+    """LN(FiLM(x)) on image n's fp32 [CP, P] tile of all channels (offs_c: arange(CP))."""
+    x = _input_tile(x_ptr, film_ptr, n, offs_c, offs_p, C, HW, HAS_FILM)
+    return _layernorm(x, _vec(lnw_ptr, offs_c, C), _vec(lnb_ptr, offs_c, C), offs_c < C, C, eps)
+
+
+@triton.jit
 def _wdot(w_ptr, offs_r, R, offs_k, K, x, DT: tl.constexpr, IEEE: tl.constexpr):
     """W[offs_r, offs_k] @ x, W row-major with K columns, rows >= R and columns >= K read as 0;
     x an fp32 [len(offs_k), P] tile; fp32 result.
@@ -255,8 +262,7 @@ def _film_ln_expand(
     offs_p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
     offs_c = tl.arange(0, CP)
     cmask = offs_c < C
-    x = _input_tile(x_ptr, film_ptr, n, offs_c, offs_p, C, HW, HAS_FILM)
-    xn = _layernorm(x, _vec(lnw_ptr, offs_c, C), _vec(lnb_ptr, offs_c, C), cmask, C, eps)
+    xn = _film_ln_tile(x_ptr, film_ptr, lnw_ptr, lnb_ptr, n, offs_c, offs_p, C, HW, eps, HAS_FILM)
     DT = t_ptr.dtype.element_ty
     smask = cmask[:, None] & (offs_p[None, :] < HW)
     t_img = t_ptr + n * 2 * C * HW
@@ -414,8 +420,7 @@ def _film_layernorm(
     offs_p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
     offs_c = tl.arange(0, CP)
     cmask = offs_c < C
-    x = _input_tile(x_ptr, film_ptr, n, offs_c, offs_p, C, HW, HAS_FILM)
-    xn = _layernorm(x, _vec(lnw_ptr, offs_c, C), _vec(lnb_ptr, offs_c, C), cmask, C, eps)
+    xn = _film_ln_tile(x_ptr, film_ptr, lnw_ptr, lnb_ptr, n, offs_c, offs_p, C, HW, eps, HAS_FILM)
     m = cmask[:, None] & (offs_p[None, :] < HW)
     out = xn.to(out_ptr.dtype.element_ty)
     tl.store(out_ptr + n * C * HW + offs_c[:, None] * HW + offs_p[None, :], out, mask=m)

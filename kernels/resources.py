@@ -9,9 +9,10 @@ cannot launch there; one with a stack frame spills registers to local memory (sl
 
 prints, per pass and autotuner config, the shared memory, registers, stack bytes, whether its dots
 compiled to tensor-core instructions, its global loads and stores by width (16-bit ones are
-unvectorised half accesses), and the verdict. Each kernel is compiled as the JIT specialises it
-for a launch on ``--batch`` images of ``--size`` (integers divisible by 16 marked so, a 1 made a
-constant): what lets its accesses vectorise.
+unvectorised half accesses), its size in SASS instructions with that of each loop body (what a
+program issues, statically: the rest plus each body times its trips), and the verdict. Each
+kernel is compiled as the JIT specialises it for a launch on ``--batch`` images of ``--size``
+(integers divisible by 16 marked so, a 1 made a constant): what lets its accesses vectorise.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ class Resources:
     arch: int
     mma: str = "none"  # tensor-core instructions in its SASS: "wgmma" (Hopper), "mma" (Ampere on), "none"
     memory: tuple = ()  # its global loads and stores by width: ``global_access``
+    code: tuple = ()  # (SASS instructions in all, (instructions in each loop body, ...)): ``code_size``
 
     def access(self) -> str:
         """``memory`` in a few words: "ld 16b x20, 128b x2; st 128b x1"."""
@@ -121,10 +123,26 @@ def global_access(sass: str) -> tuple[tuple[str, int, int], ...]:
     return tuple((op, bits, n) for (op, bits), n in sorted(counts.items()))
 
 
-def _usage(cubin: bytes, name: str) -> tuple[int, int, str, tuple]:
-    """(registers per thread, stack bytes per thread, tensor-core instructions, global accesses) of
-    kernel ``name`` in ``cubin``, by cuobjdump: its resource line and its SASS (HGMMA: warpgroup MMA,
-    HMMA: warp MMA; ``global_access``)."""
+def code_size(sass: str) -> tuple[int, tuple[int, ...]]:
+    """(instructions, (instructions of each loop body, ...)) of a SASS listing, NOPs left out; a loop
+    body runs from a backward branch's target to the branch. What a program issues is about the
+    instructions outside the loops plus each body times its trips (a static count: predicated-off
+    instructions count, cache misses do not)."""
+    ins = [(int(a, 16), op) for a, op in re.findall(r"/\*([0-9a-f]{4,})\*/\s+([^;]*);", sass)]
+    ins = [(a, op.strip()) for a, op in ins if not op.strip().startswith("NOP")]
+    bodies = []
+    for addr, op in ins:
+        m = re.search(r"\bBRA\b.*?0x([0-9a-f]+)", op)
+        if m and int(m.group(1), 16) < addr:
+            lo = int(m.group(1), 16)
+            bodies.append(sum(1 for a, _ in ins if lo <= a <= addr))
+    return len(ins), tuple(bodies)
+
+
+def _usage(cubin: bytes, name: str) -> tuple[int, int, str, tuple, tuple]:
+    """(registers per thread, stack bytes per thread, tensor-core instructions, global accesses, code
+    size) of kernel ``name`` in ``cubin``, by cuobjdump: its resource line and its SASS (HGMMA:
+    warpgroup MMA, HMMA: warp MMA; ``global_access``, ``code_size``)."""
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "k.cubin")
         with open(path, "wb") as f:
@@ -139,7 +157,7 @@ def _usage(cubin: bytes, name: str) -> tuple[int, int, str, tuple]:
     if m is None:
         raise RuntimeError(f"cuobjdump printed no resource line for {name}:\n{text}")
     mma = "wgmma" if re.search(r"\bHGMMA\b", sass) else "mma" if re.search(r"\bHMMA\b", sass) else "none"
-    return int(m.group(1)), int(m.group(2)), mma, global_access(sass)
+    return int(m.group(1)), int(m.group(2)), mma, global_access(sass), code_size(sass)
 
 
 def _specialised(kernel, types: dict[str, str], constexprs: dict, ints: dict[str, int]):
@@ -181,9 +199,9 @@ def measure(kernel, types, constexprs, *, arch, num_warps, num_stages=3, config=
     k = compile_for(
         kernel, types, constexprs, arch=arch, num_warps=num_warps, num_stages=num_stages, ints=ints
     )
-    regs, stack, mma, memory = _usage(k.asm["cubin"], kernel.__name__)
+    regs, stack, mma, memory, code = _usage(k.asm["cubin"], kernel.__name__)
     res = Resources(kernel.__name__, config, int(k.metadata.shared), regs, stack, num_warps, arch, mma)
-    return dataclasses.replace(res, memory=memory)
+    return dataclasses.replace(res, memory=memory, code=code)
 
 
 def block_resources(
@@ -245,7 +263,7 @@ def main(argv=None) -> int:
             p.error(f"{name} must be positive, got {values if len(values) > 1 else values[0]}")
     if not a.json:
         head = "C | kernel | config | shared KiB | regs | stack B | tensor cores | global ld/st"
-        head += " | occupancy | verdict"
+        head += " | SASS (loop bodies) | occupancy | verdict"
         print(f"| {head} |")
         print("|---" * (head.count("|") + 1) + "|")
     path = None if a.path == "auto" else a.path
@@ -262,7 +280,10 @@ def main(argv=None) -> int:
             else:
                 kib = f"{r.shared / 1024:.0f}"
                 occ = "?" if r.occupancy() is None else f"{r.occupancy():.0%}"
-                cells = (c, r.kernel, r.config, kib, r.registers, r.stack, r.mma, r.access(), occ, verdict)
+                total, loops = r.code or (0, ())
+                code = f"{total} ({', '.join(map(str, loops))})" if loops else str(total)
+                cells = (c, r.kernel, r.config, kib, r.registers, r.stack, r.mma, r.access(), code, occ)
+                cells += (verdict,)
                 print("| " + " | ".join(map(str, cells)) + " |")
             sys.stdout.flush()
     return 0

@@ -123,6 +123,28 @@ def test_global_access_counts_each_width():
     assert r.access() == "ld 16b x2, 128b x1; cp 128b x1; st 32b x1, 64b x1"
 
 
+def test_code_size_counts_each_loop_body_from_its_backward_branch():
+    from ctdn.kernels.resources import code_size
+
+    sass = """
+        /*0000*/  MOV R1, c[0x0][0x28] ;
+        /*0010*/  S2R R0, SR_TID.X ;
+        /*0020*/  LDG.E.U16 R4, desc[UR4][R2.64] ;
+        /*0030*/  FFMA R5, R4, R4, R5 ;
+        /*0040*/  @P0 BRA `(.L_x_1) ;
+        /*0050*/  NOP ;
+        /*0060*/  ISETP.GE.AND P0, PT, R0, 0x8, PT ;
+        /*0070*/  @!P0 BRA `(.L_x_0) 0x20 ;
+        /*0080*/  IADD3 R0, R0, 0x1, RZ ;
+        /*0090*/  @P1 BRA 0x80 ;
+        /*00a0*/  EXIT ;
+        /*00b0*/  BRA 0xb0 ;
+    """
+    # 11 instructions (the NOP left out); loops 0x20-0x70 (5) and 0x80-0x90 (2); a forward branch
+    # and the closing self-branch are not loops
+    assert code_size(sass) == (11, (5, 2))
+
+
 def test_on_path_split_ln_every_gemm_pipelines_its_operand_loads():
     """Static evidence for what a GPU profile showed slow: on path "split" the plain _ln_gemm
     normalises its operand tile in the K loop (plain loads, CUDA-core work per output tile); on
