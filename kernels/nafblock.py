@@ -546,8 +546,8 @@ def arg_types(kernel, act: str, weight: str | None = None) -> dict[str, str]:
 
 def launch_ints(kernel, n: int, c: int, h: int, w: int, emb: int = 64) -> dict[str, int]:
     """The integer arguments the launchers pass ``kernel`` for a batch of ``n`` images of ``c``
-    channels, ``h`` x ``w`` (on a GPU: the depthwise pass's tile count from its smallest BLOCK_P)."""
-    tiles = triton.cdiv(h * w, min(cfg.kwargs["BLOCK_P"] for cfg in _dw_configs()))
+    channels, ``h`` x ``w`` (the depthwise pass's tile count as ``dw_gate_pool`` sizes its buffer)."""
+    tiles = triton.cdiv(h * w, _dw_min_block_p())
     known = {"N": n, "C": c, "HW": h * w, "H": h, "W": w, "E": emb, "T": tiles, "S": tiles * c}
     return {a: known[a] for a in kernel.arg_names if a in known}
 

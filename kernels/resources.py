@@ -28,6 +28,8 @@ import tempfile
 
 import torch
 
+from . import PATHS
+
 __all__ = ["SHARED_LIMIT", "Resources", "compile_for", "block_resources", "main"]
 
 # Largest dynamic shared memory one block may opt in to, bytes, per compute capability (CUDA C++
@@ -199,9 +201,8 @@ def measure(kernel, types, constexprs, *, arch, num_warps, num_stages=3, config=
     k = compile_for(
         kernel, types, constexprs, arch=arch, num_warps=num_warps, num_stages=num_stages, ints=ints
     )
-    regs, stack, mma, memory, code = _usage(k.asm["cubin"], kernel.__name__)
-    res = Resources(kernel.__name__, config, int(k.metadata.shared), regs, stack, num_warps, arch, mma)
-    return dataclasses.replace(res, memory=memory, code=code)
+    regs, stack, *sass = _usage(k.asm["cubin"], kernel.__name__)
+    return Resources(kernel.__name__, config, int(k.metadata.shared), regs, stack, num_warps, arch, *sass)
 
 
 def block_resources(
@@ -239,7 +240,7 @@ def main(argv=None) -> int:
     p.add_argument("--arch", type=int, default=90, help="compute capability x 10 (90: H100/H200; 80: A100)")
     p.add_argument("--channels", type=int, nargs="+", default=[16, 32, 64, 128, 256])
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float16")
-    p.add_argument("--path", choices=["auto", "fused", "split", "split-ln"], default="auto")
+    p.add_argument("--path", choices=["auto", *PATHS], default="auto")
     p.add_argument(
         "--size",
         type=int,
