@@ -31,7 +31,7 @@ __all__ = [
     "TRAFFIC",
 ]
 
-# Widest C (padded to a power of two) the three-pass fused path runs; wider blocks take the split
+# Widest C (padded to a power of two) the three-pass fused path runs; wider blocks take the split-ln
 # path. In fp16/bf16 at CP = 128 the fused kernels fit an H100 with BLOCK_P = 32 and 64 on 8 warps,
 # at 256 pass 3 spills in every config; in fp32 (IEEE dots: twice the registers per operand) pass 3
 # spills with every config from CP = 64 (docs/kernels.md, made by ``python -m ctdn.kernels.resources``).
@@ -48,9 +48,15 @@ def padded_channels(c: int) -> int:
 
 def path_for(c: int, dtype: torch.dtype = torch.float16) -> str:
     """``"fused"`` (three passes) for blocks of up to ``FUSED_MAX_C`` channels (``FUSED_MAX_C_FP32``
-    in fp32), else ``"split"`` (five). Needs no triton."""
+    in fp32), else ``"split-ln"`` (seven). Needs no triton.
+
+    On an H200 in fp16, from CUDA graphs (docs/kernels.md): at C = 128 fused 18.0 us a block, split-ln
+    24.0, split 25.8 (batch 1); at C = 256 split-ln 47 / 372 us (batch 1 / 16), split 56 / 566, fused
+    93 / 1110. ``"split"`` moves less memory (14 C a pixel, not 18) but is never picked: its GEMMs
+    normalise their operand in the K loop, once per output tile, and lose more than that saves.
+    """
     widest = FUSED_MAX_C_FP32 if dtype == torch.float32 else FUSED_MAX_C
-    return "fused" if padded_channels(c) <= widest else "split"
+    return "fused" if padded_channels(c) <= widest else "split-ln"
 
 
 PATHS = ("fused", "split", "split-ln")
@@ -109,10 +115,10 @@ def fuse(model: nn.Module, path: str | None = None) -> nn.Module:
 
     The caller's model is not changed: the returned one is a new module tree whose parameters and
     buffers are the same tensors. A ``CondBlock`` (dose FiLM + NAFBlock) becomes one fused block.
-    ``path``: ``"fused"`` (three passes), ``"split"`` (five kernels, for wide blocks), ``"split-ln"``
-    (seven: the split path with each LayerNorm a pass of its own; unmeasured on a GPU, so never
-    chosen by default) or None: by each block's channel count and the input's dtype
-    (``nafblock.path_for``).
+    ``path``: ``"fused"`` (three passes), ``"split-ln"`` (seven kernels: GEMMs, with each
+    LayerNorm a pass of its own; for wide blocks), ``"split"`` (five: the LayerNorms inside the GEMMs;
+    slower on an H200, never picked by default) or None: by each block's channel count and the
+    input's dtype (``nafblock.path_for``).
     """
     check_path(path)
     why = unavailable()

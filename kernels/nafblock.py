@@ -1,7 +1,7 @@
 """The fused NAFBlock forward: Triton kernels, their launchers and the module that uses them.
 
-One block (with its optional dose scale/shift, ``CondBlock``) takes one of two paths, chosen by the
-channel count C and the dtype (``path_for``):
+One block (with its optional dose scale/shift, ``CondBlock``) takes one of three paths; ``path_for``
+picks fused or split-ln by the channel count C and the dtype, split runs when asked for:
 
 **fused** (C <= ``FUSED_MAX_C`` = 128 in fp16/bf16, ``FUSED_MAX_C_FP32`` = 32 in fp32): three
 passes over memory.
@@ -20,12 +20,12 @@ So 9 C values move per pixel against about 45 C for the eager block. A program o
 consecutive pixels of one image and all channels (padded to a power of two, at least 16, the
 smallest ``tl.dot``), and loads whole ``[C, C]`` weight matrices.
 
-**split** (wider C): that whole-channel tile does not fit a GPU at C = 256 (``paper``'s every
-block): compiled for an H100 in fp16 (``python -m ctdn.kernels.resources``, specialised as the
-JIT specialises a 64 x 64 launch), every config of pass 3 spills registers, 144 B-5.3 KiB per thread,
-and all but one of pass 1 (in fp32, from C = 64). The split path is the three 1x1-conv stages as
-GEMM kernels tiled over output channels, pixels and a K loop, with the normalisation, FiLM, gate
-and residuals in their prologues and epilogues:
+**split** (wider C; the first way, kept for comparison): that whole-channel tile does not fit a GPU
+at C = 256 (``paper``'s every block): compiled for an H100 in fp16 (``python -m
+ctdn.kernels.resources``, specialised as the JIT specialises a 64 x 64 launch), every config of pass
+3 spills registers, 144 B-5.3 KiB per thread, and all but one of pass 1 (in fp32, from C = 64). The
+split path is the three 1x1-conv stages as GEMM kernels tiled over output channels, pixels and a K
+loop, with the normalisation, FiLM, gate and residuals in their prologues and epilogues:
 
 1. ``_ln_gemm``: t = conv1(LN(FiLM(x))), an output-channel tile per program. Reads x, writes t (2C).
 2. ``_dw_gate_pool`` as above.
@@ -37,13 +37,15 @@ and residuals in their prologues and epilogues:
 the fused path, at the width where the 1x1 convs' arithmetic weighs most. x1 and h are rounded to
 the input dtype between kernels, as the eager block rounds every tensor.
 
-**split-ln** (forced with ``path="split-ln"``; not chosen by default until a GPU has timed it): the
-split path with each LayerNorm a pass of its own (``_film_layernorm``), so that ``_ln_gemm`` runs
-without ``NORM`` as a plain GEMM whose operands pipeline: the split ``_ln_gemm`` normalises its
-operand tile on CUDA cores in the K loop, once per output tile, and ran at half ``_gemm_res``'s
-rate on an H200. 18 C values per pixel.
+**split-ln** (what wide blocks run): the split path with each LayerNorm a pass of its own
+(``_film_layernorm``), so that ``_ln_gemm`` runs without ``NORM`` as a plain GEMM whose operands
+pipeline: the split ``_ln_gemm`` normalises its operand tile on CUDA cores in the K loop, once per
+output tile, and ran at half ``_gemm_res``'s rate on an H200. 18 C values per pixel, 4 more than
+split, yet on an H200 (fp16, CUDA graphs) ``paper``'s C = 256 block took 372 us at batch 16 against
+split's 566, and 47 against 56 at batch 1; at C = 128 split-ln beat split too (24.0 against 25.8
+us), and fused both (18.0).
 
-Both paths: NCHW in and out; LayerNorm statistics (fused passes: mean, then centred squares; split
+Every path: NCHW in and out; LayerNorm statistics (fused passes: mean, then centred squares; split
 GEMMs: one sweep of shifted sums and squares), dots and every intermediate in fp32 whatever the
 input dtype (NAFNet activations overflow fp16 sums); fp16/bf16 inputs feed the dots in their own
 dtype (tensor cores), fp32 inputs in IEEE fp32 (no TF32), so the fp32 path matches the reference to

@@ -27,7 +27,8 @@ pytestmark = pytest.mark.skipif(kernels.unavailable() is not None, reason=str(ke
 SMALL = {"_film_rows", "_attention"}  # both paths: the FiLM's rows and the channel attention (no dots)
 FUSED = {"_film_ln_expand", "_dw_gate_pool", "_attn_proj_ffn"} | SMALL
 SPLIT = {"_ln_gemm", "_dw_gate_pool", "_gemm_res"} | SMALL
-NO_DOTS = {"_dw_gate_pool"} | SMALL
+SPLIT_LN = SPLIT | {"_film_layernorm"}  # what path_for picks for wide blocks
+NO_DOTS = {"_dw_gate_pool", "_film_layernorm"} | SMALL
 
 
 def _tool(*args: str, interpret: bool = False) -> subprocess.CompletedProcess:
@@ -52,7 +53,7 @@ def test_every_config_the_autotuner_may_pick_fits_an_h100(dtype):
     kernels_at = {c: {r["kernel"] for r in rows if r["channels"] == c} for c in (16, 32, 64, 128, 256)}
     widest_fused = 32 if dtype == "float32" else 128
     for c, names in kernels_at.items():
-        assert names == (FUSED if c <= widest_fused else SPLIT), (c, names)
+        assert names == (FUSED if c <= widest_fused else SPLIT_LN), (c, names)
     assert all(r["arch"] == 90 and r["registers"] > 0 and r["stack"] == 0 for r in rows)
     # the plain and the gated _ln_gemm, the attention and the plain _gemm_res: two variants each
     split_rows = [r for r in rows if r["channels"] == 256 and r["kernel"] == "_ln_gemm"]
@@ -72,7 +73,7 @@ def test_an_a100_gets_warp_mma_and_every_config_fits_it_too():
     rows = _rows("--arch", "80", "--dtype", "bfloat16", "--channels", "16", "256")
     assert not [r for r in rows if r["problems"]]
     assert {r["mma"] for r in rows if r["kernel"] not in NO_DOTS} == {"mma"}
-    assert {r["kernel"] for r in rows} == FUSED | SPLIT
+    assert {r["kernel"] for r in rows} == FUSED | SPLIT_LN
 
 
 def test_the_fused_path_at_256_channels_spills_and_is_reported_so():
@@ -151,7 +152,7 @@ def test_on_path_split_ln_every_gemm_pipelines_its_operand_loads():
     "split-ln", where the LayerNorm is a pass of its own, every GEMM's operands arrive by
     asynchronous copies (LDGSTS), as _gemm_res's do."""
     rows = _rows("--channels", "256", "--path", "split-ln")
-    assert {r["kernel"] for r in rows} == SPLIT | {"_film_layernorm"}
+    assert {r["kernel"] for r in rows} == SPLIT_LN
     assert not [r for r in rows if r["problems"]]
 
     def widths(r, op):
@@ -160,7 +161,9 @@ def test_on_path_split_ln_every_gemm_pipelines_its_operand_loads():
     gemms = [r for r in rows if r["kernel"] in ("_ln_gemm", "_gemm_res")]
     assert len(gemms) == 20 and all(128 in widths(r, "cp") for r in gemms)
     # x reaches split's _ln_gemm by 128-bit loads into registers (to normalise), split-ln's by copies
-    split = [r for r in _rows("--channels", "256", "--path", "split") if r["kernel"] == "_ln_gemm"]
+    split = _rows("--channels", "256", "--path", "split")
+    assert not [r for r in split if r["problems"]]  # the path not picked by default still fits
+    split = [r for r in split if r["kernel"] == "_ln_gemm"]
     assert len(split) == 10 and all(128 in widths(r, "ld") for r in split)
     assert all(128 not in widths(r, "ld") for r in rows if r["kernel"] == "_ln_gemm")
 
@@ -172,6 +175,9 @@ def test_the_table_names_every_kernel_and_verdict():
     assert lines[0].startswith("| C | kernel | config |") and "tensor cores" in lines[0]
     assert {line.split("|")[2].strip() for line in lines[2:]} == SPLIT
     assert all(line.rstrip().endswith("| fits |") for line in lines[2:])
+    # split, never picked by default, fits in fp32 too (IEEE dots: the most registers)
+    rows = _rows("--dtype", "float32", "--channels", "64", "--path", "split")
+    assert rows and not [r for r in rows if r["problems"]]
 
 
 def test_a_channel_count_size_or_batch_below_one_is_refused_by_name():

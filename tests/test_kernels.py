@@ -100,7 +100,7 @@ def test_fused_block_matches_the_reference(nb, shape, film, dtype, path):
     assert torch.equal(xin, before), "the input was modified"
 
 
-@pytest.mark.parametrize(("c", "path"), [(100, "fused"), (130, "split")])
+@pytest.mark.parametrize(("c", "path"), [(100, "fused"), (130, "split-ln")])
 @torch.no_grad()
 def test_blocks_either_side_of_the_crossover_take_their_path_and_match(nb, c, path):
     """The widest fused block (C = 100 pads to 128 rows) and the narrowest split one (130), fp16, by
@@ -281,11 +281,13 @@ def test_each_split_kernel_matches_its_reference_ops(nb, dtype):
 
 
 def test_the_path_follows_the_channel_count_and_a_bad_one_is_refused(nb):
-    assert [nb.path_for(c) for c in (5, 16, 100, 128, 129, 256)] == ["fused"] * 4 + ["split"] * 2
+    assert [nb.path_for(c) for c in (5, 16, 100, 128, 129, 256)] == ["fused"] * 4 + ["split-ln"] * 2
     assert nb.path_for(100, torch.bfloat16) == "fused"
-    assert [nb.path_for(c, torch.float32) for c in (5, 32, 33, 128)] == ["fused"] * 2 + ["split"] * 2
-    # three passes or five GEMM/depthwise kernels, plus the FiLM's rows and the attention
-    assert len(nb.plan(64, torch.float16)) == 5 and len(nb.plan(64, torch.float32)) == 7
+    assert [nb.path_for(c, torch.float32) for c in (5, 32, 33, 128)] == ["fused"] * 2 + ["split-ln"] * 2
+    # three passes, seven (split-ln) or five (split) GEMM/norm/depthwise kernels, plus the FiLM's
+    # rows and the attention
+    assert len(nb.plan(64, torch.float16)) == 5 and len(nb.plan(64, torch.float32)) == 9
+    assert len(nb.plan(64, torch.float32, path="split")) == 7
     assert len(nb.plan(64, torch.float16, film=False)) == 4
     with pytest.raises(ValueError, match="path must be"):
         nb.nafblock_forward(_block(8, film=False).block, torch.zeros(1, 8, 4, 4, device=DEVICE), path="fast")
@@ -388,7 +390,7 @@ def test_the_autotuner_spaces_are_pruned_by_tile_size_and_precision(nb):
             assert tuned.prune_configs(meta) == cfgs, kernel.__name__
 
 
-@pytest.mark.parametrize("path", ["fused", "split"])
+@pytest.mark.parametrize("path", ["fused", "split", "split-ln"])
 @torch.no_grad()
 def test_large_values_keep_layernorm_statistics_in_fp32(nb, path):
     """Activations whose squares overflow fp16 (NAFNet's known fp16 failure) still normalise."""
