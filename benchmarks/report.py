@@ -132,9 +132,9 @@ def physical_context() -> str:
             )
     note = (
         "Min bytes: read the input and write the output once (2 C values per pixel). The Triton kernels "
-        f"move {kernels.TRAFFIC['fused']} C values per pixel on the three-pass fused path and "
-        f"{kernels.TRAFFIC['split']} on the five-kernel split path of wide blocks (docs/kernels.md); "
-        "eager torch about 45."
+        f"move {kernels.TRAFFIC['fused']} C values per pixel on the three-pass fused path, "
+        f"{kernels.TRAFFIC['split-ln']} on the seven-kernel split-ln path of wide blocks and "
+        f"{kernels.TRAFFIC['split']} on the five-kernel split path (docs/kernels.md); eager torch about 45."
     )
     return "\n".join(lines) + "\n\n" + "\n".join(blocks) + "\n\n" + note
 
