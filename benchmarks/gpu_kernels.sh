@@ -16,6 +16,9 @@
 #      `edge` model (benchmarks/test_bench_kernels.py);
 #   4. with the time left: where each `paper` block's time goes, per kernel and path
 #      (benchmarks/profile_kernels.py).
+# Arguments name the steps to run (default: all): tests, blocks, paper-model, max-autotune,
+# edge-model, profile; e.g. `bash benchmarks/gpu_kernels.sh max-autotune edge-model profile` for what
+# a run of all of them left out (docs/kernels.md#speed). Step 2 warms what the chosen steps time.
 # Results go to $OUT (the device tool's folder) or ./gpu-out: log.txt (everything), tests.txt,
 # bench.txt, gpu-blocks.json, gpu-model.json, gpu-model-edge.json, gpu-max-autotune.json
 # (-> benchmarks/results/).
@@ -27,6 +30,13 @@
 # and run with carry [".whl"]:  bash benchmarks/gpu_kernels.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
+all=(tests blocks paper-model max-autotune edge-model profile)
+steps=("$@")
+((${#steps[@]})) || steps=("${all[@]}")
+for s in "${steps[@]}"; do
+    [[ " ${all[*]} " == *" $s "* ]] || { echo "unknown step '$s'; steps: ${all[*]}" >&2; exit 2; }
+done
+want() { [[ " ${steps[*]} " == *" $1 "* ]]; }
 out=${OUT:-gpu-out}
 mkdir -p "$out"
 budget=${GPU_BUDGET_S:-585}
@@ -69,28 +79,43 @@ pt=(python3 -m pytest -p no:cacheprovider)
 bench=benchmarks/test_bench_kernels.py
 cols=(--benchmark-only --benchmark-columns=min,mean,median,rounds --benchmark-max-time=0.5)
 mat="compile-max-autotune and paper and (test_nafblock or paper-1-)"
-bg_end=$((budget * 55 / 100))  # step 0 ends here at the latest
-say "background until t=${bg_end}s at most: max-autotune compiles (-k '$mat')"
-timeout -s INT -k 15 $((bg_end - SECONDS)) "${pt[@]}" -q -n 3 --benchmark-disable "$bench" -k "$mat" \
-    >"$out/max-autotune-warm.txt" 2>&1 &
-bg=$!
+bg=
+if want max-autotune; then
+    bg_end=$((budget * 55 / 100)) # step 0 ends here at the latest
+    say "background until t=${bg_end}s at most: max-autotune compiles (-k '$mat')"
+    timeout -s INT -k 15 $((bg_end - SECONDS)) "${pt[@]}" -q -n 3 --benchmark-disable "$bench" -k "$mat" \
+        >"$out/max-autotune-warm.txt" 2>&1 &
+    bg=$!
+fi
 
-step 160 "${pt[@]}" -q -n 12 tests/test_kernels.py tests/test_triton_backend.py \
-    2>&1 | tee "$out/tests.txt" | tail -n 40 >>"$log"
-tail -n 3 "$out/tests.txt"
-step 160 "${pt[@]}" -q -n 8 --benchmark-disable "$bench" -k "not max-autotune" 2>&1 | tail -n 30 >>"$log"
-wait "$bg"
-say "background max-autotune compiles ended: $(tail -n 1 "$out/max-autotune-warm.txt")"
+if want tests; then
+    step 160 "${pt[@]}" -q -n 12 tests/test_kernels.py tests/test_triton_backend.py \
+        2>&1 | tee "$out/tests.txt" | tail -n 40 >>"$log"
+    tail -n 3 "$out/tests.txt"
+fi
+warm=()
+want blocks && warm+=("test_nafblock")
+want paper-model && warm+=("(test_model and paper)")
+want edge-model && warm+=("(test_model and edge)")
+if ((${#warm[@]})); then
+    k=$(printf ' or %s' "${warm[@]}")
+    step 160 "${pt[@]}" -q -n 8 --benchmark-disable "$bench" -k "(${k# or }) and not max-autotune" 2>&1 |
+        tail -n 30 >>"$log"
+fi
+if [[ -n $bg ]]; then
+    wait "$bg"
+    say "background max-autotune compiles ended: $(tail -n 1 "$out/max-autotune-warm.txt")"
+fi
 
 export TRITON_PRINT_AUTOTUNING=1
-step 110 "${pt[@]}" -s "$bench" -k "test_nafblock and not max-autotune" "${cols[@]}" \
+want blocks && step 110 "${pt[@]}" -s "$bench" -k "test_nafblock and not max-autotune" "${cols[@]}" \
     --benchmark-json="$out/gpu-blocks.json" 2>&1 | tee "$out/bench.txt" | tail -n 80 >>"$log"
-step 90 "${pt[@]}" -s "$bench" -k "test_model and paper and not max-autotune" "${cols[@]}" \
+want paper-model && step 90 "${pt[@]}" -s "$bench" -k "test_model and paper and not max-autotune" "${cols[@]}" \
     --benchmark-json="$out/gpu-model.json" 2>&1 | tee -a "$out/bench.txt" | tail -n 40 >>"$log"
 unset TRITON_PRINT_AUTOTUNING
-step 60 "${pt[@]}" "$bench" -k "$mat" "${cols[@]}" --benchmark-json="$out/gpu-max-autotune.json" 2>&1 |
-    tee -a "$out/bench.txt" | tail -n 30 >>"$log"
-step 60 "${pt[@]}" "$bench" -k "test_model and edge and not max-autotune" "${cols[@]}" \
+want max-autotune && step 60 "${pt[@]}" "$bench" -k "$mat" "${cols[@]}" --benchmark-json="$out/gpu-max-autotune.json" \
+    2>&1 | tee -a "$out/bench.txt" | tail -n 30 >>"$log"
+want edge-model && step 60 "${pt[@]}" "$bench" -k "test_model and edge and not max-autotune" "${cols[@]}" \
     --benchmark-json="$out/gpu-model-edge.json" 2>&1 | tee -a "$out/bench.txt" | tail -n 30 >>"$log"
-step 120 python3 benchmarks/profile_kernels.py --preset paper 2>&1 | tee -a "$log"
+want profile && step 120 python3 benchmarks/profile_kernels.py --preset paper edge 2>&1 | tee -a "$log"
 say "done"
