@@ -14,8 +14,8 @@
 #   3. timed, serially, with the autotuner's picks printed (TRITON_PRINT_AUTOTUNING): per NAFBlock,
 #      then the `paper` model (the issue's targets), max-autotune (from the cache of step 0), the
 #      `edge` model (benchmarks/test_bench_kernels.py);
-#   4. with the time left: where each `paper` block's time goes, per kernel and path
-#      (benchmarks/profile_kernels.py).
+#   4. with the time left: how much of each model's time its NAFBlocks take, then where each
+#      block's time goes, per kernel and path (benchmarks/profile_kernels.py --model).
 # Arguments name the steps to run (default: all): tests, blocks, paper-model, max-autotune,
 # edge-model, profile; e.g. `bash benchmarks/gpu_kernels.sh max-autotune edge-model profile` for what
 # a run of all of them left out (docs/kernels.md#speed). Step 2 warms what the chosen steps time.
@@ -117,5 +117,5 @@ want max-autotune && step 60 "${pt[@]}" "$bench" -k "$mat" "${cols[@]}" --benchm
     2>&1 | tee -a "$out/bench.txt" | tail -n 30 >>"$log"
 want edge-model && step 60 "${pt[@]}" "$bench" -k "test_model and edge and not max-autotune" "${cols[@]}" \
     --benchmark-json="$out/gpu-model-edge.json" 2>&1 | tee -a "$out/bench.txt" | tail -n 30 >>"$log"
-want profile && step 120 python3 benchmarks/profile_kernels.py --preset paper edge 2>&1 | tee -a "$log"
+want profile && step 120 python3 benchmarks/profile_kernels.py --model --preset paper edge 2>&1 | tee -a "$log"
 say "done"

@@ -6,7 +6,13 @@ where it is an alternative to "split"); the CUDA time of every kernel
 it launches, from torch.profiler (CUPTI), against eager torch's total for the same block. Run on a
 CUDA machine (``benchmarks/gpu_kernels.sh`` does, when time is left):
 
-    python benchmarks/profile_kernels.py [--batch 16] [--reps 20] [--preset edge paper]
+    python benchmarks/profile_kernels.py [--batch 16] [--reps 20] [--preset edge paper] [--model]
+
+``--model`` first profiles each preset's whole fused model (the triton backend's, fp16, on
+``path_for``'s paths) at that batch for one 512x512 slice each: the share of the block kernels
+against everything else (the layers outside the NAFBlocks, run by torch). On an H200 a difference
+of two runs put about 45 % of ``paper``'s time at batch 16 outside its blocks; this measures it in
+one run.
 """
 
 from __future__ import annotations
@@ -41,16 +47,50 @@ def _kernel_times(fn, args, reps: int) -> dict[str, float]:
     return dict(times)
 
 
+def _block_kernel_names() -> tuple[str, ...]:
+    from ctdn.kernels import nafblock
+
+    return tuple(k.__name__ for k in nafblock._SPACE)
+
+
+def _model_breakdown(preset: str, batch: int, reps: int) -> None:
+    """Kernel time of one forward of the whole fused model: the block kernels' share, the rest's top."""
+    from ctdn.backends.triton_fused import Runner
+
+    torch.manual_seed(0)
+    model = build(preset).eval().requires_grad_(False)
+    net = Runner(model, torch.device("cuda"), "fp16").model
+    x = torch.rand(batch, 1, 512, 512, device="cuda", dtype=torch.float16).mul(2).sub(1)
+    dose = torch.full((batch,), 0.25, device="cuda")
+    times = _kernel_times(net, (x, dose), reps)
+    total = sum(times.values()) or float("nan")
+    names = _block_kernel_names()
+    ours = {n: t for n, t in times.items() if n.startswith(names)}
+    rest = {n: t for n, t in times.items() if n not in ours}
+    t_ours, t_rest = sum(ours.values()), sum(rest.values())
+    per_slice = total / batch
+    print(f"\n{preset} model, batch {batch}: {total:.1f} us of kernels a forward ({per_slice:.1f} a slice)")
+    print(f"  NAFBlock kernels  {t_ours:9.1f} us {100 * t_ours / total:5.1f}%")
+    print(f"  everything else   {t_rest:9.1f} us {100 * t_rest / total:5.1f}%  (largest:)")
+    for name, t in sorted(rest.items(), key=lambda kv: -kv[1])[:8]:
+        print(f"    {t:9.1f} us {100 * t / total:5.1f}%  {name[:70]}")
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--preset", nargs="+", default=["edge", "paper"], choices=["edge", "paper"])
+    ap.add_argument("--model", action="store_true", help="first the whole models: blocks vs rest")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available() or kernels.unavailable() is not None:
         raise SystemExit(f"needs a CUDA device and triton: {kernels.unavailable() or 'no CUDA device'}")
     dtype = torch.float16
-    print(f"{torch.cuda.get_device_name(0)}, fp16, batch {args.batch}; times in us per block call")
+    print(f"{torch.cuda.get_device_name(0)}, fp16, batch {args.batch}")
+    if args.model:
+        for preset in args.preset:
+            _model_breakdown(preset, args.batch, args.reps)
+    print("\nper block: times in us per block call")
     for preset in args.preset:
         for lv, c, side, _ in build(preset).config.block_levels(512):
             torch.manual_seed(0)
