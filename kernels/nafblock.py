@@ -614,6 +614,11 @@ def _film_arg(x, film):
     return (film.contiguous().float(), True) if film is not None else (x, False)  # x: an unused pointer
 
 
+def _pixel_grid(hw: int, n: int):
+    """A program per tile of BLOCK_P pixels of each image (fused passes 1 and 3, the LayerNorm pass)."""
+    return lambda m: (triton.cdiv(hw, m["BLOCK_P"]), n)
+
+
 def film_ln_expand(block, x: torch.Tensor, film: torch.Tensor | None = None) -> torch.Tensor:
     """Fused pass 1: conv1(norm1(FiLM(x))), (N, 2C, H, W) in x's dtype."""
     x = x.contiguous()  # the kernels index NCHW; a no-op for the tensors nafblock_forward passes
@@ -622,7 +627,7 @@ def film_ln_expand(block, x: torch.Tensor, film: torch.Tensor | None = None) -> 
     t = torch.empty((n, 2 * c, h, w), device=x.device, dtype=x.dtype)
     _launch(
         _film_ln_expand,
-        lambda m: (triton.cdiv(h * w, m["BLOCK_P"]), n),
+        _pixel_grid(h * w, n),
         x, f, block.norm1.weight, block.norm1.bias, block.conv1.weight, block.conv1.bias, t,
         n, c, h * w, block.norm1.eps,
         HAS_FILM=has_film, IEEE=x.dtype == torch.float32, CP=padded_channels(c),
@@ -696,7 +701,7 @@ def attn_proj_ffn(block, x, film, g, att) -> torch.Tensor:
     out = torch.empty_like(x)
     _launch(
         _attn_proj_ffn,
-        lambda m: (triton.cdiv(h * w, m["BLOCK_P"]), n),
+        _pixel_grid(h * w, n),
         x, f, g, att, block.conv3.weight, block.conv3.bias, block.beta,
         block.norm2.weight, block.norm2.bias, block.conv4.weight, block.conv4.bias,
         block.conv5.weight, block.conv5.bias, block.gamma, out,
@@ -718,7 +723,7 @@ def film_layernorm(norm, x: torch.Tensor, film: torch.Tensor | None = None) -> t
     out = torch.empty_like(x)
     _launch(
         _film_layernorm,
-        lambda m: (triton.cdiv(h * w, m["BLOCK_P"]), n),
+        _pixel_grid(h * w, n),
         x, f, norm.weight, norm.bias, out,
         n, c, h * w, norm.eps,
         HAS_FILM=has_film, CP=padded_channels(c),
