@@ -59,6 +59,9 @@ pruned to what fits an H100 without spilling (measured by compiling, see ``ctdn.
 
 from __future__ import annotations
 
+import inspect
+import os
+
 import torch
 import triton
 import triton.language as tl
@@ -524,8 +527,20 @@ _SPACE = {
 # (and a kernel argument only for that): the best tile at batch 1, where a 64 x 64 level is a few
 # dozen programs, is not the best at batch 32; without it, a process kept whichever batch it tuned
 # first (on an H200, the model benchmark ran batch 32 with batch 1's tiles).
+# The autotuners' picks are kept on disk (Triton's cache, TRITON_CACHE_DIR, keyed by the GPU's
+# architecture, triton's version, the kernel's source, the key and the configs), so only the first
+# process ever to see a shape pays the tuning (seconds per kernel, every config timed), not each
+# start of a scanner's service. triton 3.2 has no such option; CTDN_AUTOTUNE_CACHE=0 turns it off.
+_AUTOTUNE_KW = (
+    {"cache_results": True}
+    if "cache_results" in inspect.signature(triton.autotune).parameters
+    and os.environ.get("CTDN_AUTOTUNE_CACHE", "1") != "0"
+    else {}
+)
 _TUNED = {
-    k: triton.autotune(cfgs(), key=key, prune_configs_by={"early_config_prune": prune} if prune else None)(k)
+    k: triton.autotune(
+        cfgs(), key=key, prune_configs_by={"early_config_prune": prune} if prune else None, **_AUTOTUNE_KW
+    )(k)
     for k, (_, cfgs, prune, key) in _SPACE.items()
 }
 # Pointer arguments by what they hold: activations in the input's dtype, fp32 side inputs; every other

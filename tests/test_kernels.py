@@ -344,10 +344,36 @@ def test_quick_autotuning_swaps_each_autotuners_timer_and_restores_it(nb, monkey
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # what the fixture does on a GPU
     before = {k: t._do_bench for k, t in nb._TUNED.items()}
+    for t in nb._TUNED.values():
+        monkeypatch.setattr(t, "cache_results", True, raising=False)  # as on a GPU (off when interpreting)
     with quick_autotuning() as tuned:
         assert len(tuned) == len(nb._TUNED)
         assert all(t._do_bench is not before[k] for k, t in nb._TUNED.items())
+        assert not any(t.cache_results for t in tuned)  # quick picks stay out of the disk cache
     assert all(t._do_bench is before[k] for k, t in nb._TUNED.items())
+    assert all(t.cache_results for t in nb._TUNED.values())
+
+
+@pytest.mark.parametrize("env", ["1", "0"])
+def test_autotuned_picks_are_kept_on_disk_unless_turned_off(env):
+    """On a GPU the picks go to Triton's cache (a new process does not re-time every config);
+    CTDN_AUTOTUNE_CACHE=0 turns that off. Checked outside the interpreter, which never caches."""
+    import inspect
+
+    import triton
+
+    if "cache_results" not in inspect.signature(triton.autotune).parameters:
+        pytest.skip(f"triton {triton.__version__} cannot keep autotuning results on disk")
+    code = (
+        "from ctdn.kernels import nafblock as nb; "
+        "print(sorted({t.cache_results for t in nb._TUNED.values()}))"
+    )
+    env_vars = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"} | {"CTDN_AUTOTUNE_CACHE": env}
+    out = subprocess.run([sys.executable, "-c", code], env=env_vars, capture_output=True, text=True)
+    if out.returncode and "driver" in out.stderr.lower():
+        pytest.skip("this triton needs a GPU driver to make its autotuners outside the interpreter")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == (["[True]"] if env == "1" else ["[False]"])
 
 
 def test_every_autotuner_is_keyed_by_the_batch(nb):
