@@ -2,18 +2,17 @@
 # The Triton kernels' GPU checks in one command, for a session lent a GPU machine (the device tool's
 # H100/H200: torch and triton, no package registry). The whole script ends within GPU_BUDGET_S
 # seconds (default 585, for a 600 s call); each step gets at most what is left, most important first:
-#   0. in the background from the start: torch.compile max-autotune for `paper` (its block at batch 1
-#      and 16, the model at batch 1), untimed, to fill inductor's on-disk cache (a first
-#      max-autotune compile takes minutes; an earlier run never finished one). It is stopped before
-#      the timed steps begin, so nothing else runs on the GPU while they time;
 #   1. the compiled kernels against the reference: tests/test_kernels.py and the triton backend's
 #      tests (CUDA-graph replay included) on 12 pytest-xdist workers (every new shape autotunes every
 #      config; the resource check compiles for sm_90 on the CPU and runs in CI);
 #   2. every other kernel benchmark once, untimed, on 8 workers: fills torch.compile's and Triton's
-#      on-disk caches, so that the timed steps spend their time timing;
+#      on-disk caches, so that the timed steps spend their time timing. Steps 1 and 2 run with
+#      CTDN_AUTOTUNE_CACHE=0: picks timed on a GPU shared by many workers are not kept on disk;
 #   3. timed, serially, with the autotuner's picks printed (TRITON_PRINT_AUTOTUNING): per NAFBlock,
-#      then the `paper` model (the issue's targets), max-autotune (from the cache of step 0), the
-#      `edge` model (benchmarks/test_bench_kernels.py);
+#      then the `paper` model (the issue's targets); torch.compile max-autotune for `paper` (the
+#      model at batch 16 and 1, its block at 16 and 1), each case in its own process with up to
+#      200 s (compiling one took 46-165 s on the H200); the `edge` model
+#      (benchmarks/test_bench_kernels.py);
 #   4. with the time left: how much of each model's time its NAFBlocks take, then where each
 #      block's time goes, per kernel and path (benchmarks/profile_kernels.py --model).
 # Arguments name the steps to run (default: all): tests, blocks, paper-model, max-autotune,
@@ -78,18 +77,8 @@ python3 -c "import torch, triton, numpy; print('torch', torch.__version__, 'trit
 pt=(python3 -m pytest -p no:cacheprovider)
 bench=benchmarks/test_bench_kernels.py
 cols=(--benchmark-only --benchmark-columns=min,mean,median,rounds --benchmark-max-time=0.5)
-mat="compile-max-autotune and paper and (test_nafblock or paper-1-)"
-bg=
-if want max-autotune; then
-    bg_end=$((budget * 55 / 100)) # step 0 ends here at the latest
-    say "background until t=${bg_end}s at most: max-autotune compiles (-k '$mat')"
-    timeout -s INT -k 15 $((bg_end - SECONDS)) "${pt[@]}" -q -n 3 --benchmark-disable "$bench" -k "$mat" \
-        >"$out/max-autotune-warm.txt" 2>&1 &
-    bg=$!
-fi
-
 if want tests; then
-    step 160 "${pt[@]}" -q -n 12 tests/test_kernels.py tests/test_triton_backend.py \
+    CTDN_AUTOTUNE_CACHE=0 step 160 "${pt[@]}" -q -n 12 tests/test_kernels.py tests/test_triton_backend.py \
         2>&1 | tee "$out/tests.txt" | tail -n 40 >>"$log"
     tail -n 3 "$out/tests.txt"
 fi
@@ -99,12 +88,8 @@ want paper-model && warm+=("(test_model and paper)")
 want edge-model && warm+=("(test_model and edge)")
 if ((${#warm[@]})); then
     k=$(printf ' or %s' "${warm[@]}")
-    step 160 "${pt[@]}" -q -n 8 --benchmark-disable "$bench" -k "(${k# or }) and not max-autotune" 2>&1 |
+    CTDN_AUTOTUNE_CACHE=0 step 160 "${pt[@]}" -q -n 8 --benchmark-disable "$bench" -k "(${k# or }) and not max-autotune" 2>&1 |
         tail -n 30 >>"$log"
-fi
-if [[ -n $bg ]]; then
-    wait "$bg"
-    say "background max-autotune compiles ended: $(tail -n 1 "$out/max-autotune-warm.txt")"
 fi
 
 export TRITON_PRINT_AUTOTUNING=1
@@ -113,8 +98,18 @@ want blocks && step 110 "${pt[@]}" -s "$bench" -k "test_nafblock and not max-aut
 want paper-model && step 90 "${pt[@]}" -s "$bench" -k "test_model and paper and not max-autotune" "${cols[@]}" \
     --benchmark-json="$out/gpu-model.json" 2>&1 | tee -a "$out/bench.txt" | tail -n 40 >>"$log"
 unset TRITON_PRINT_AUTOTUNING
-want max-autotune && step 60 "${pt[@]}" "$bench" -k "$mat" "${cols[@]}" --benchmark-json="$out/gpu-max-autotune.json" \
-    2>&1 | tee -a "$out/bench.txt" | tail -n 30 >>"$log"
+if want max-autotune; then
+    # One process per case, each compiling in its own run: a warm-up in other processes did not
+    # shorten them (on the H200 a case took 46-165 s to compile either way). The model at batch 16
+    # first: the one case no run has timed yet.
+    cases=("test_model and paper-16-" "test_model and paper-1-" "test_nafblock and paper-L3-c256-64px-16-"
+        "test_nafblock and paper-L3-c256-64px-1-")
+    for i in "${!cases[@]}"; do
+        step 200 "${pt[@]}" "$bench" -k "${cases[i]} and compile-max-autotune" "${cols[@]}" --durations=1 \
+            --benchmark-json="$out/mat-$i.json" 2>&1 | tee -a "$out/bench.txt" | tail -n 12 >>"$log"
+    done
+    python3 benchmarks/merge_results.py "$out/gpu-max-autotune.json" "$out"/mat-*.json && rm -f "$out"/mat-*.json
+fi
 want edge-model && step 60 "${pt[@]}" "$bench" -k "test_model and edge and not max-autotune" "${cols[@]}" \
     --benchmark-json="$out/gpu-model-edge.json" 2>&1 | tee -a "$out/bench.txt" | tail -n 30 >>"$log"
 want profile && step 120 python3 benchmarks/profile_kernels.py --model --preset paper edge 2>&1 | tee -a "$log"

@@ -6,11 +6,13 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _report():
-    spec = importlib.util.spec_from_file_location("bench_report", ROOT / "benchmarks" / "report.py")
+def _report(name="report"):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "benchmarks" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -59,3 +61,25 @@ def test_report_ratios_columns_machine_and_chart(tmp_path):
     assert "| `paper` | 34.5 |" in text  # GMACs counted by count_macs
     png = tmp_path / "docs" / "figures" / "performance-run.png"
     assert png.is_file() and "](figures/performance-run.png)" in text
+
+
+def test_merge_keeps_every_benchmark_in_order_drops_raw_rounds_and_skips_a_cut_file(tmp_path, capsys):
+    merge = _report("merge_results")
+    runs = []
+    for i, names in enumerate([["a", "b"], ["c"]]):
+        bench = [dict(_bench(f"test_x[{n}]", 0.1), stats={"mean": 0.1, "data": [0.1] * 50}) for n in names]
+        runs.append(tmp_path / f"run{i}.json")
+        runs[-1].write_text(json.dumps({"machine_info": {"node": f"m{i}"}, "benchmarks": bench}))
+    cut = tmp_path / "cut.json"
+    cut.write_text('{"benchmarks": [')  # a run stopped while writing it
+    out = tmp_path / "merged.json"
+    assert merge.main([str(out), str(runs[0]), str(cut), str(runs[1])]) == 0
+    merged = json.loads(out.read_text())
+    assert [b["name"] for b in merged["benchmarks"]] == ["test_x[a]", "test_x[b]", "test_x[c]"]
+    assert all(b["stats"] == {"mean": 0.1} for b in merged["benchmarks"])
+    assert merged["machine_info"] == {"node": "m1"}  # the last file's
+    assert "skipped" in capsys.readouterr().err
+    before = runs[0].read_text()
+    with pytest.raises(SystemExit, match="also an input"):
+        merge.main([str(runs[0]), str(runs[0])])
+    assert runs[0].read_text() == before  # the input is never overwritten
