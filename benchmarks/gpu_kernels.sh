@@ -13,8 +13,9 @@
 #      model at batch 16 and 1, its block at 16 and 1), each case in its own process with up to
 #      200 s (compiling one took 46-165 s on the H200); the `edge` model
 #      (benchmarks/test_bench_kernels.py);
-#   4. with the time left: how much of each model's time its NAFBlocks take, then where each
-#      block's time goes, per kernel and path (benchmarks/profile_kernels.py --model).
+#   4. with the time left: how much of each model's time its NAFBlocks take and which modules
+#      outside them take the rest, then where each block's time goes, per kernel and path
+#      (benchmarks/profile_kernels.py --model).
 # Arguments name the steps to run (default: all): tests, blocks, paper-model, max-autotune,
 # edge-model, profile; e.g. `bash benchmarks/gpu_kernels.sh max-autotune edge-model profile` for what
 # a run of all of them left out (docs/kernels.md#speed). Step 2 warms what the chosen steps time.

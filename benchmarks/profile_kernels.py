@@ -11,17 +11,20 @@ CUDA machine (``benchmarks/gpu_kernels.sh`` does, when time is left):
 ``--model`` first profiles each preset's whole fused model (the triton backend's, fp16, on
 ``path_for``'s paths) at that batch for one 512x512 slice each: the share of the block kernels
 against everything else (the layers outside the NAFBlocks, run by torch). On an H200 a difference
-of two runs put about 45 % of ``paper``'s time at batch 16 outside its blocks; this measures it in
-one run.
+of two runs put about 45 % of ``paper``'s time at batch 16 outside its blocks; this measured 45 %
+in one run. Then the same forward by module: each kernel goes to the innermost module whose
+``forward`` launched it (a fused block as a whole; the ops in a parent's own ``forward``, such as
+the decoder's skip additions, to that parent), so the largest kernels of the rest get a layer name.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 
 import torch
-from torch.profiler import ProfilerActivity, profile
+from torch.profiler import ProfilerActivity, profile, record_function
 
 from ctdn import kernels
 from ctdn.models import build
@@ -45,6 +48,61 @@ def _kernel_times(fn, args, reps: int) -> dict[str, float]:
     if not times:  # a profiler that files kernels elsewhere: show its own table instead
         print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=12))
     return dict(times)
+
+
+LAYER = "ctdn.layer:"  # the prefix of the profiler ranges _layer_ranges opens
+
+
+@contextlib.contextmanager
+def _layer_ranges(model: torch.nn.Module, opaque: tuple[type, ...] = ()):
+    """A profiler range around every module's forward (``LAYER`` + its name), hooks removed after.
+
+    Modules of an ``opaque`` type get a range of their own and none for their children.
+    """
+    hooks, skip = [], set()
+    for name, mod in model.named_modules():
+        if id(mod) in skip:
+            continue
+        if isinstance(mod, opaque):
+            skip.update(id(m) for m in mod.modules())
+        stack = []
+
+        def enter(_mod, _args, label=LAYER + (name or "(model)"), stack=stack):
+            stack.append(record_function(label))
+            stack[-1].__enter__()
+
+        def leave(_mod, _args, _out, stack=stack):
+            stack.pop().__exit__(None, None, None)
+
+        hooks += [mod.register_forward_pre_hook(enter), mod.register_forward_hook(leave)]
+    try:
+        yield
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+def by_layer(events, cost) -> dict[str, float]:
+    """``cost(event)`` of every profiler event summed by the innermost ``LAYER`` range around it.
+
+    Events outside every range go to "(outside the model)". ``cost`` is the device time of an
+    event's kernels on a GPU (``kernel_cost``); anything per event (CPU self time) for a check.
+    """
+    out: dict[str, float] = collections.defaultdict(float)
+    for ev in events:
+        c = cost(ev)
+        if not c:
+            continue
+        p = ev
+        while p is not None and not p.name.startswith(LAYER):
+            p = p.cpu_parent
+        out[p.name[len(LAYER) :] if p is not None else "(outside the model)"] += c
+    return dict(out)
+
+
+def kernel_cost(ev) -> float:
+    """Device time (us) of the kernels a CPU event launched itself (not its children's)."""
+    return sum(k.duration for k in ev.kernels) if ev.device_type == torch.autograd.DeviceType.CPU else 0.0
 
 
 def _block_kernel_names() -> tuple[str, ...]:
@@ -74,6 +132,40 @@ def _model_breakdown(preset: str, batch: int, reps: int) -> None:
     print(f"  everything else   {t_rest:9.1f} us {100 * t_rest / total:5.1f}%  (largest:)")
     for name, t in sorted(rest.items(), key=lambda kv: -kv[1])[:8]:
         print(f"    {t:9.1f} us {100 * t / total:5.1f}%  {name[:70]}")
+    module_table(net, (x, dose), reps, total)
+
+
+def module_table(net, args, reps: int, total: float, cost=kernel_cost) -> dict[str, float]:
+    """Print (and return) ``net(*args)``'s ``cost`` per module outside its fused blocks, per call.
+
+    On a GPU ``cost`` is the device time of the kernels each op launched (``kernel_cost``); the
+    tests pass a CPU cost, which this profiles as well.
+    """
+    from ctdn.kernels.nafblock import FusedNAFBlock
+
+    cuda = torch.cuda.is_available() and next(net.parameters()).is_cuda
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    kinds = dict(net.named_modules())
+    with torch.inference_mode(), _layer_ranges(net, (FusedNAFBlock,)):
+        net(*args)  # warm: the hooks' first call
+        sync()
+        with profile(activities=activities) as prof:
+            for _ in range(reps):
+                net(*args)
+            sync()
+    layers = {k: v / reps for k, v in by_layer(prof.events(), cost).items()}
+    kinds["(model)"] = kinds[""]
+    blocks = [n for n in layers if isinstance(kinds.get(n), FusedNAFBlock)]
+    t_blocks = sum(layers.pop(n) for n in blocks)
+    seen = t_blocks + sum(layers.values())
+    print(f"  by module: {seen:.1f} of the {total:.1f} us attributed; {len(blocks)} fused blocks", end=" ")
+    print(f"{t_blocks:.1f} us;")
+    print("  the rest by the innermost module that launched it (a parent's own ops: its own line):")
+    for name, t in sorted(layers.items(), key=lambda kv: -kv[1])[:12]:
+        kind = type(kinds[name]).__name__ if name in kinds else ""
+        print(f"    {t:9.1f} us {100 * t / total:5.1f}%  {name} ({kind})")
+    return dict(layers, **{"(fused blocks)": t_blocks})
 
 
 def main(argv=None) -> None:
