@@ -17,8 +17,8 @@
 #      outside them take the rest, then where each block's time goes, per kernel and path
 #      (benchmarks/profile_kernels.py --model).
 # Arguments name the steps to run (default: all): tests, blocks, paper-model, max-autotune,
-# edge-model, profile; e.g. `bash benchmarks/gpu_kernels.sh max-autotune edge-model profile` for what
-# a run of all of them left out (docs/kernels.md#speed). Step 2 warms what the chosen steps time.
+# edge-model, profile; e.g. `bash benchmarks/gpu_kernels.sh max-autotune edge-model` for what the
+# runs so far left untimed (docs/kernels.md#speed). Step 2 warms what the chosen steps time.
 # Results go to $OUT (the device tool's folder) or ./gpu-out: log.txt (everything), tests.txt,
 # bench.txt, gpu-blocks.json, gpu-model.json, gpu-model-edge.json, gpu-max-autotune.json
 # (-> benchmarks/results/).
