@@ -16,6 +16,7 @@ __all__ = [
     "MissingDependencyError",
     "CacheError",
     "EngineError",
+    "ModelError",
 ]
 
 
@@ -49,3 +50,11 @@ class CacheError(CTDNError, OSError):
 
 class EngineError(CTDNError, RuntimeError):
     """A deployed engine or package that cannot run here: sidecar mismatch, other GPU or version, corrupt."""
+
+
+class ModelError(InputError):
+    """A model file that cannot be used: missing, unreadable, bad metadata or non-finite weights.
+
+    An :class:`InputError` (so a ``ValueError``), as checkpoint refusals always were; the message
+    names the model file and the field or tensor at fault.
+    """

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from ..errors import InputError, InputTypeError
 
-__all__ = ["ModelConfig", "PRESETS", "preset"]
+__all__ = ["ModelConfig", "PRESETS", "preset", "check_hu_window", "HU_WINDOW_LIMITS"]
 
 ARCHS = ("nafnet", "resnet", "conv")
 _DOWN = ("conv3", "conv2", "maxpool")
@@ -15,6 +15,38 @@ _UP = ("tconv3", "tconv2")
 _FILM = ("mid", "all")
 _OUT = ("tanh", "clamp")
 _MERGE = ("add", "concat")
+# Every value a 16-bit CT pixel at unit rescale slope can hold (int16 down to -32768, uint16 up to
+# 65535): a model's HU window outside it is not a CT window but a corrupt or mistyped one.
+HU_WINDOW_LIMITS = (-32768.0, 65535.0)
+# The narrowest window: below 1 HU the normalisation divides by almost nothing.
+_MIN_WINDOW_WIDTH = 1.0
+_INTS = {"shuffle": 1, "mid_blocks": 0, "latent": 1, "dec_mid_blocks": 0, "dose_dim": 1}  # name: minimum
+_BOOLS = ("dose", "residual")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_real(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def check_hu_window(window) -> tuple[float, float]:
+    """``window`` as (low, high) floats, or an InputError: two real numbers, low < high, inside
+    :data:`HU_WINDOW_LIMITS`, at least 1 HU apart (NaN, inf and overflowing values fail the bounds)."""
+    lo_lim, hi_lim = HU_WINDOW_LIMITS
+    if not isinstance(window, (list, tuple)) or len(window) != 2 or not all(map(_is_real, window)):
+        raise InputError(f"hu_window must be two numbers (low, high), got {window!r}")
+    lo, hi = window
+    if not (lo_lim <= lo <= hi_lim and lo_lim <= hi <= hi_lim):  # comparisons: no float overflow
+        raise InputError(f"hu_window {list(window)} is outside the CT range [{lo_lim:g}, {hi_lim:g}] HU")
+    if not hi - lo >= _MIN_WINDOW_WIDTH:
+        raise InputError(
+            f"hu_window must be (low, high) with low < high by at least {_MIN_WINDOW_WIDTH:g} HU, "
+            f"got {list(window)}"
+        )
+    return float(lo), float(hi)
 
 
 @dataclass(frozen=True)
@@ -69,20 +101,24 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         for name in ("widths", "enc_blocks", "dec_blocks", "skips", "hu_window"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
+            v = getattr(self, name)
+            if isinstance(v, (str, bytes, dict)) or not hasattr(v, "__iter__"):
+                raise InputError(f"{name} must be a list of numbers, got {v!r}")
+            object.__setattr__(self, name, tuple(v))
         if self.arch not in ARCHS:
             raise InputError(f"unknown model arch {self.arch!r}; this version builds {', '.join(ARCHS)}")
+        self._check_scalars()
         n = len(self.widths)
-        if n < 1 or any(not isinstance(w, int) or w < 1 for w in self.widths):
+        if n < 1 or any(not _is_int(w) or w < 1 for w in self.widths):
             raise InputError(f"widths must be positive integers, got {self.widths}")
         for name in ("enc_blocks", "dec_blocks"):
             v = getattr(self, name)
-            if len(v) != n - 1 or any(not isinstance(b, int) or b < 0 for b in v):
+            if len(v) != n - 1 or any(not _is_int(b) or b < 0 for b in v):
                 raise InputError(
                     f"{name} needs {n - 1} non-negative integers (one per level above the "
                     f"bottleneck), got {v}"
                 )
-        if any(s not in range(n - 1) for s in self.skips):
+        if any(not _is_int(s) or s not in range(n - 1) for s in self.skips):
             raise InputError(f"skips must be levels 0..{n - 2}, got {self.skips}")
         if self.shuffle not in (1, 2, 4):
             raise InputError(f"shuffle must be 1, 2 or 4, got {self.shuffle}")
@@ -103,9 +139,16 @@ class ModelConfig:
                 f"{' and enc_blocks are all 0' if self.film == 'all' else ' (film=mid)'}; add a block "
                 "or set dose=False"
             )
-        lo, hi = self.hu_window
-        if not lo < hi:
-            raise InputError(f"hu_window must be (low, high) with low < high, got {self.hu_window}")
+        check_hu_window(self.hu_window)
+
+    def _check_scalars(self) -> None:
+        for name, least in _INTS.items():
+            v = getattr(self, name)
+            if not _is_int(v) or v < least:
+                raise InputError(f"{name} must be an integer >= {least}, got {v!r}")
+        for name in _BOOLS:
+            if not isinstance(getattr(self, name), bool):
+                raise InputError(f"{name} must be true or false, got {getattr(self, name)!r}")
 
     @property
     def multiple(self) -> int:
