@@ -20,9 +20,11 @@ from pydicom.uid import (
 )
 
 __all__ = [
+    "add_private",
     "disc_volume",
     "make_ct_series",
     "one_file",
+    "ring_mask",
     "stored_range",
     "PATIENT",
     "CT_IMAGE_STORAGE",
@@ -234,3 +236,17 @@ def disc_volume(n: int, size: int, seed: int = 0) -> np.ndarray:
     base = np.where(r < 0.4 * size, 40.0, -1000.0)
     noise = np.random.default_rng(seed).normal(0, 30.0, size=(n, size, size))
     return (base + noise).astype(np.float32)
+
+
+def add_private(ds: Dataset, size: int, *, group: int = 0x0029, element: int = 0x10, vr: str = "OB") -> None:
+    """Add a private element of ``size`` bytes (with its Private Creator) to ``ds``."""
+    ds.add_new((group << 16) | 0x0010, "LO", "CTDN FACTORY")
+    ds.add_new((group << 16) | 0x1000 | element, vr, bytes(range(256)) * (size // 256) + b"\0" * (size % 256))
+
+
+def ring_mask(rows: int, cols: int, radius: float = 0.45) -> np.ndarray:
+    """(rows, cols) bool: True outside a centred disc of ``radius`` times the smaller side, the
+    ring of padding that scanners put around the circular field of view."""
+    y, x = np.mgrid[:rows, :cols]
+    r = np.hypot(y - (rows - 1) / 2, x - (cols - 1) / 2)
+    return r > radius * min(rows, cols)

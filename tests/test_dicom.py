@@ -24,6 +24,7 @@ from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRL
 import ctdn.io.dicom as dicom_mod
 from ctdn.errors import CTDNError, DicomError, InputError, InputTypeError, MissingDependencyError
 from ctdn.io import Volume, list_series, read_dicom, write_dicom
+from ctdn.io.output import MANIFEST
 
 # pydicom-data installs its files as the package "data_store"
 HAVE_PYDICOM_DATA = importlib.util.find_spec("data_store") is not None
@@ -522,7 +523,7 @@ def test_write_round_trip(series, tmp_path):
         warnings.simplefilter("error")
         out = write_dicom(new, vol, tmp_path / "out")
     assert out == (tmp_path / "out").absolute()
-    assert sorted(p.name for p in out.iterdir()) == [f"IM{i:05d}.dcm" for i in range(6)]
+    assert sorted(p.name for p in out.iterdir()) == [MANIFEST] + [f"IM{i:05d}.dcm" for i in range(6)]
     assert hidden_entries(tmp_path) == []
 
     back = read_dicom(out)
@@ -578,7 +579,7 @@ def test_write_clips_to_the_stored_range(series, tmp_path):
 def test_write_from_compressed_source(tmp_path):
     vol = read_dicom(get_testdata_file("693_J2KI.dcm"))
     out = write_dicom(vol.hu, vol, tmp_path / "out")
-    (path,) = out.iterdir()
+    (path,) = out.glob("*.dcm")
     ds = pydicom.dcmread(path)
     assert ds.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian and ds.BitsAllocated == 16
     assert "LossyImageCompression" in ds  # history of lossy compression is kept
@@ -614,22 +615,22 @@ def test_write_failure_is_atomic(series, tmp_path, monkeypatch):
     assert len(calls) == 2 and all(not p.exists() for p in calls)
     assert not (tmp_path / "out").exists() and hidden_entries(tmp_path) == []
 
-    # the same failure while overwriting leaves the old folder as it was
-    old = tmp_path / "old"
-    old.mkdir()
-    (old / "keep.txt").write_text("previous result")
+    # the same failure while overwriting leaves ctdn's previous series as it was
+    monkeypatch.setattr(dicom_mod, "_write_file", real)
+    old = write_dicom(vol.hu, vol, tmp_path / "old")
+    previous = folder_hashes(old)
+    monkeypatch.setattr(dicom_mod, "_write_file", flaky)
     calls.clear()
     with refused(DicomError, "disk full"):
         write_dicom(vol.hu, vol, old, overwrite=True)
-    assert [p.name for p in old.iterdir()] == ["keep.txt"] and hidden_entries(tmp_path) == []
+    assert folder_hashes(old) == previous and hidden_entries(tmp_path) == []
 
 
 def test_failed_swap_restores_the_old_folder(series, tmp_path, monkeypatch):
     folder, _ = series
     vol = read_dicom(folder)
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / "keep.txt").write_text("previous result")
+    out = write_dicom(vol.hu, vol, tmp_path / "out")
+    previous = folder_hashes(out)
     real_rename = dicom_mod.os.rename
     calls = []
 
@@ -643,7 +644,7 @@ def test_failed_swap_restores_the_old_folder(series, tmp_path, monkeypatch):
     with refused(DicomError, "rename refused"):
         write_dicom(vol.hu, vol, out, overwrite=True)
     assert len(calls) == 3 and calls[0][0] == "out" and calls[2][1] == "out"
-    assert [p.name for p in out.iterdir()] == ["keep.txt"] and hidden_entries(tmp_path) == []
+    assert folder_hashes(out) == previous and hidden_entries(tmp_path) == []
 
 
 def test_write_creates_missing_parents(series, tmp_path):
@@ -659,15 +660,17 @@ def test_overwrite_rules(series, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     write_dicom(vol.hu, vol, out)  # an existing empty folder is fine
-    (out / "stray.txt").write_text("x")
     with refused(DicomError, "overwrite=True"):
         write_dicom(vol.hu, vol, out)
-    assert (out / "stray.txt").exists() and len(list(out.iterdir())) == 7
     first_uid = read_dicom(out).series_uid
-    write_dicom(vol.hu, vol, out, overwrite=True)
-    assert not (out / "stray.txt").exists() and len(list(out.iterdir())) == 6
-    assert read_dicom(out).series_uid != first_uid
+    write_dicom(vol.hu, vol, out, overwrite=True)  # ctdn's own series: replaced
+    assert len(list(out.iterdir())) == 7 and read_dicom(out).series_uid != first_uid
     assert hidden_entries(tmp_path) == []
+    (out / "stray.txt").write_text("x")  # anything else in it: never replaced
+    before = folder_hashes(out)
+    with refused(DicomError, "stray.txt", "other entry"):
+        write_dicom(vol.hu, vol, out, overwrite=True)
+    assert folder_hashes(out) == before and hidden_entries(tmp_path) == []
     (tmp_path / "file").write_text("x")
     with refused(DicomError, "not a folder"):
         write_dicom(vol.hu, vol, tmp_path / "file", overwrite=True)

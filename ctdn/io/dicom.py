@@ -14,9 +14,14 @@ Reading (:func:`read_dicom`)
       slice spacing comes from SpacingBetweenSlices, else SliceThickness, else 1.0 (warning).
     * The slice spacing is the median step between sorted positions. Refused: the same position
       twice, and a step more than 1.5x the median (missing slices; the message names the
-      positions either side of each gap). Steps that vary by more than 5 % warn.
+      positions either side of each gap). Steps that vary by more than 5 % warn. Also refused:
+      one SOPInstanceUID in two files of the series.
     * Pixel values become HU with each slice's own RescaleSlope/RescaleIntercept (defaults 1 and 0
       when absent) or, when present, its Modality LUT (applied by pydicom's ``apply_modality_lut``).
+      The slices of a series must agree on how: refused are a RescaleIntercept or RescaleSlope
+      that some slices have and others lack (the default would shift those slices), different
+      RescaleType (or ModalityLUTType) values, and a Modality LUT on some slices with a rescale on
+      others. Present values that differ between slices are each slice's own, and are used.
       The result is float32 and must be finite. Refused before decoding: a zero or non-finite
       RescaleSlope, a non-finite RescaleIntercept, a Modality LUT whose LUTData does not hold the
       entries its LUTDescriptor gives, a PhotometricInterpretation other than MONOCHROME1/2 (colour
@@ -30,6 +35,9 @@ Reading (:func:`read_dicom`)
     * **Multi-frame images are refused** (``NumberOfFrames > 1``, and Enhanced CT objects, whose
       geometry and rescale live in per-frame functional groups that this reader does not
       interpret). Export such data as classic single-frame CT slices first.
+    * The headers kept in :attr:`Volume.headers` hold no bulk data: values over 64 KiB are skipped
+      when the file is read and dropped, as are icon images, bulk overlays and private data over
+      256 KiB per slice (the Modality LUT is kept); see :mod:`ctdn.io._dicom_headers`.
 
 Writing (:func:`write_dicom`)
     One file per slice, ``IM00000.dcm``, ``IM00001.dcm``, ... in the order of ``like``, each header
@@ -37,9 +45,11 @@ Writing (:func:`write_dicom`)
     image type, a new description and series number. Pixels are stored as 16-bit integers with
     the source slice's own rescale, ``round((hu - intercept) / slope)``, **clipped** to what
     BitsStored and PixelRepresentation can hold (a warning says how many values were clipped):
-    e.g. 12-bit unsigned with intercept -1024 holds -1024..3071 HU. Files are always written
-    uncompressed in Explicit VR Little Endian. The folder appears atomically: it is built in a
-    hidden temporary folder beside ``out_dir`` and renamed into place.
+    e.g. 12-bit unsigned with intercept -1024 holds -1024..3071 HU. Padding pixels (by
+    PixelPaddingValue and PixelPaddingRangeLimit) keep their exact source stored values. The
+    processing is recorded in DerivationCodeSequence and ContributingEquipmentSequence. Files
+    are always written uncompressed in Explicit VR Little Endian. The folder appears atomically:
+    it is built in a hidden temporary folder beside ``out_dir`` and renamed into place.
 
 Every refusal is a :class:`~ctdn.errors.DicomError` (an ``OSError``) whose message names the file
 and the problem; array problems in :func:`write_dicom` are :class:`~ctdn.errors.InputError`.
@@ -51,11 +61,8 @@ import contextlib
 import copy
 import datetime
 import os
-import shutil
 import struct
 import sys
-import tempfile
-import uuid
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -68,9 +75,13 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
+from .._hints import option
 from .._version import __version__
 from ..errors import CTDNError, DicomError, InputError, InputTypeError, MissingDependencyError
 from ..hu import check_hu_lazy
+from . import _dicom_headers as _headers
+from ._dicom_derived import SMOOTHING, keep_padding, mark_processed, padding_range
+from .output import check_output, series_output
 
 try:  # pydicom >= 3
     from pydicom.pixels import apply_modality_lut
@@ -132,7 +143,9 @@ class Volume:
     ``(slice spacing along the normal, row spacing, column spacing)`` in mm. ``origin`` is the
     ImagePositionPatient of the first slice and ``orientation`` the six ImageOrientationPatient
     direction cosines (``None`` when the files have none). ``headers`` holds one pydicom data set
-    per slice, in the same order, copied without pixel data; ``files`` the source paths.
+    per slice, in the same order, read without pixel data and without bulk elements (larger than
+    64 KiB, icon images, bulk overlays, private data over 256 KiB; see
+    :mod:`ctdn.io._dicom_headers`); ``files`` the source paths.
     """
 
     hu: np.ndarray
@@ -191,7 +204,7 @@ def _read_dicom(path, series_uid, recursive: bool, allow_non_ct: bool, allocate=
         if len(groups) > 1:
             raise DicomError(
                 f"{source} holds {len(groups)} image series; choose one with "
-                f"read_dicom(..., series_uid=...):\n{_format_series(_summaries(groups))}"
+                f"{option('series_uid', None, placeholder='UID')}:\n{_format_series(_summaries(groups))}"
             )
         (chosen,) = groups.values()
     else:
@@ -221,6 +234,8 @@ def write_dicom(
     derivation: str = "Denoised by ctdn",
     overwrite: bool = False,
     series_number: int | None = None,
+    model: str | None = None,
+    derivation_code: tuple[str, str, str] | None = SMOOTHING,
 ) -> Path:
     """Write ``hu`` (N, H, W), shaped like ``like.hu``, as a new derived series in ``out_dir``.
 
@@ -230,7 +245,14 @@ def write_dicom(
     source's further values, SeriesDescription ``"<source description> <description>"`` cut to 64
     characters, DerivationDescription ``derivation``, SeriesNumber ``series_number`` or the
     source's plus 1000, InstanceNumber ``i + 1``, and a SourceImageSequence naming the source
-    instance. Patient, study and frame-of-reference attributes are kept.
+    instance. The processing is recorded: a DerivationCodeSequence item ``derivation_code``
+    (value, scheme, meaning; default DCM 113087 "Smoothing", PS3.16 CID 7203's code for noise
+    reduction; ``None`` adds none) after the source's own items, and a
+    ContributingEquipmentSequence item (purpose DCM 109103 "Modifying Equipment") with
+    Manufacturer ``ctdn``, ManufacturerModelName ``model`` (when given), SoftwareVersions (ctdn's
+    version), ContributionDateTime and ContributionDescription ``derivation``. Patient, study and
+    frame-of-reference attributes are kept; bulk elements that ``read_dicom`` did not keep in
+    ``like.headers`` (e.g. large private data) are not written.
 
     Pixels are stored as ``round((hu - intercept) / slope)`` with the source slice's
     RescaleSlope/RescaleIntercept (defaults 1 and 0), clipped to the range that its BitsStored and
@@ -238,16 +260,35 @@ def write_dicom(
     written uncompressed as Explicit VR Little Endian. A source with a Modality LUT instead of a
     rescale gets slope 1, intercept 0, signed 16-bit.
 
-    ``out_dir`` must not be, or be inside, a folder of the source files, nor contain one. An
-    existing non-empty ``out_dir`` is refused unless ``overwrite=True``, which replaces the
-    *whole* folder. Writing is atomic: files go to a hidden temporary folder next to
-    ``out_dir`` that is then renamed into place; on any error the temporary folder is removed and
-    ``out_dir`` is left as it was. Returns ``out_dir`` as an absolute :class:`~pathlib.Path`.
+    Padding is kept: a pixel whose source stored value (from ``like.hu``) is PixelPaddingValue, or
+    within PixelPaddingValue..PixelPaddingRangeLimit, is written with that exact stored value,
+    whatever ``hu`` holds there; an image pixel that would land in the padding range is moved to
+    the nearest stored value outside it (counted with the clipped values). A source with a
+    Modality LUT or float pixels loses its padding attributes (its stored values change).
+
+    ``out_dir`` is resolved once (links, ``..``) and must not be, or be inside, a folder of the
+    source files, nor contain one. An existing non-empty ``out_dir`` is refused unless
+    ``overwrite=True``, which replaces only a series that ctdn wrote (its ``.ctdn-series.json``
+    manifest lists every file in the folder); :func:`check_dicom_output` makes the same checks up
+    front. Writing is atomic: files go to a hidden temporary folder next to ``out_dir`` that is
+    then renamed into place, create-or-fail (:mod:`ctdn.io.output`); on any error the temporary
+    folder is removed and ``out_dir`` is left as it was. Returns the resolved ``out_dir``.
     """
     if not isinstance(like, Volume):
         raise InputTypeError(f"like: expected a ctdn.io.Volume (from read_dicom), got {type(like).__name__}")
     if not isinstance(description, str) or not isinstance(derivation, str):
         raise InputTypeError("description and derivation must be strings")
+    if model is not None and not isinstance(model, str):
+        raise InputTypeError(f"model must be a string (the model's name) or None, got {type(model).__name__}")
+    if derivation_code is not None and (
+        not isinstance(derivation_code, tuple)
+        or len(derivation_code) != 3
+        or not all(isinstance(v, str) and v.strip() for v in derivation_code)
+    ):
+        raise InputTypeError(
+            f"derivation_code must be (code value, coding scheme, code meaning), three non-empty strings, "
+            f"or None; got {derivation_code!r}"
+        )
     if series_number is not None and (
         isinstance(series_number, bool) or not isinstance(series_number, (int, np.integer))
     ):
@@ -269,18 +310,12 @@ def write_dicom(
             "pass the Volume returned by read_dicom"
         )
 
-    out = _check_out_dir(out_dir, like, overwrite)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".ctdn-tmp", dir=out.parent))
-    except OSError as exc:
-        raise DicomError(f"cannot create a temporary folder next to {out}: {exc}") from exc
-
+    out = check_dicom_output(out_dir, like, overwrite=overwrite)
     new_series = generate_uid()
     now = datetime.datetime.now()
     clipped = 0
     ranges: set[str] = set()
-    try:
+    with series_output(out, overwrite=overwrite, error=DicomError) as tmp:
         for i in range(arr.shape[0]):
             name = f"IM{i:05d}.dcm"
             try:
@@ -293,6 +328,9 @@ def write_dicom(
                     derivation=derivation,
                     series_number=series_number,
                     now=now,
+                    source=like.hu[i],
+                    model=model,
+                    code=derivation_code,
                 )
             except DicomError:
                 raise
@@ -306,10 +344,6 @@ def write_dicom(
                 _write_file(ds, tmp / name)
             except Exception as exc:
                 raise DicomError(f"cannot write {out / name}: {exc}") from exc
-        _swap_into_place(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     if clipped:
         _warn(
             f"write_dicom: {clipped} value(s) of {arr.size} fell outside the stored range "
@@ -387,6 +421,7 @@ def _scan(path, recursive: bool) -> tuple[str, list[_Entry]]:
                     raise DicomError(f"{f}: {reason}{extra}")
                 ignored.append(f.name)
                 continue
+            _headers.slim_header(ds)  # headers are kept for the whole read: no bulk data in them
             _text(f, ds, "SeriesInstanceUID")  # convert now, so that a bad value names this file
             entries.append(_Entry(f, ds))
     if not entries:
@@ -444,7 +479,7 @@ def _read_file(path: Path, *, header_only: bool, explicit: bool) -> Dataset | No
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            ds = pydicom.dcmread(str(path), stop_before_pixels=header_only, force=raw)
+            ds = _dcmread(path, header_only=header_only, force=raw)
     except Exception as exc:
         if raw and not explicit:
             return None
@@ -469,6 +504,17 @@ def _read_file(path: Path, *, header_only: bool, explicit: bool) -> Dataset | No
     for w in caught:
         _warn(f"{path.name}: {w.message}", w.category)
     _set_transfer_syntax(ds)  # no preamble, or a file meta without it: the encoding pydicom read
+    return ds
+
+
+def _dcmread(path: Path, *, header_only: bool, force: bool) -> Dataset:
+    """``pydicom.dcmread``; a header's bulk values are skipped, not read (``slim_header`` drops
+    them), except in a deflated file, where pydicom cannot go back for a skipped value."""
+    defer = _headers.BULK_LIMIT if header_only and _PYDICOM_MAJOR >= 3 else None
+    ds = pydicom.dcmread(str(path), stop_before_pixels=header_only, force=force, defer_size=defer)
+    meta = getattr(ds, "file_meta", None)
+    if defer is not None and meta is not None and str(meta.get("TransferSyntaxUID", "")) == _DEFLATED:
+        ds = pydicom.dcmread(str(path), stop_before_pixels=header_only, force=force)
     return ds
 
 
@@ -501,10 +547,17 @@ def _check_complete(ds: Dataset, path: Path, size: int) -> None:
         if dset is None:
             continue
         for tag in list(dset.keys()):
-            elem = dset.get_item(tag)
+            elem = _headers.raw_item(dset, tag)
             value = getattr(elem, "value", None)
             length = getattr(elem, "length", None)
             tell = getattr(elem, "value_tell", None)
+            if isinstance(elem, RawDataElement) and value is None and length != _UNDEFINED_LENGTH:
+                if tell is not None and tell + length > size:  # a deferred value: not read, only skipped
+                    raise DicomError(
+                        f"{path}: the file is truncated: {_tag_name(tag)} should hold {length} bytes, "
+                        f"only {max(size - tell, 0)} are present"
+                    )
+                continue
             if not isinstance(elem, RawDataElement) or not isinstance(value, bytes):
                 continue
             if length == _UNDEFINED_LENGTH:
@@ -629,6 +682,7 @@ def _load_series(entries: list[_Entry], *, allow_non_ct: bool, allocate=None) ->
         with _about(e.path):
             _check_slice_header(e, allow_non_ct)
     try:
+        _headers.check_series(entries)  # one rescale rule, each image once
         _check_same_size(entries)
         row_col = _pixel_spacing(entries)
         order, slice_spacing, origin, orientation = _sort_slices(entries)
@@ -679,7 +733,7 @@ def _check_slice_header(e: _Entry, allow_non_ct: bool) -> None:
         what = f"Modality is {modality!r}" if modality else "it has no Modality"
         raise DicomError(
             f"{path}: {what}, not CT; ctdn reads CT in Hounsfield units "
-            "(pass allow_non_ct=True to read it anyway)"
+            f"(pass {option('allow_non_ct')} to read it anyway)"
         )
     frames = _number(path, ds, "NumberOfFrames", 1.0)
     if frames is not None and (frames < 0 or frames != int(frames)):
@@ -847,12 +901,9 @@ def _sort_slices(entries: list[_Entry]):
     if dups.size:
         k = int(dups[0])
         a, b = entries[order[k]], entries[order[k + 1]]
-        same = _text(a.path, a.ds, "SOPInstanceUID") == _text(b.path, b.ds, "SOPInstanceUID")
-        raise DicomError(
+        raise DicomError(  # the same image twice (one SOPInstanceUID) is refused before, by check_series
             f"duplicate slice position {sorted_pos[k]:.3f} mm along the slice normal: {a.path.name} and "
-            f"{b.path.name}"
-            + (" (the same SOPInstanceUID: one image twice)" if same else "")
-            + f"; {dups.size} duplicate(s) in all"
+            f"{b.path.name}; {dups.size} duplicate(s) in all"
         )
     median = float(np.median(steps))
     gaps = np.flatnonzero(steps > _GAP_FACTOR * median)
@@ -1000,30 +1051,12 @@ def _rescale(arr: np.ndarray, ds: Dataset, path: Path) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------
 # Writing
-def _check_out_dir(out_dir, like: Volume, overwrite: bool) -> Path:
-    try:
-        out = Path(os.path.abspath(Path(out_dir).expanduser()))
-    except TypeError as exc:
-        raise InputTypeError(f"out_dir: expected a path, got {type(out_dir).__name__}") from exc
-    real = out.resolve()
-    for f in like.files:
-        src = Path(f).resolve()
-        folder = src.parent
-        if real == folder or folder in real.parents:
-            raise DicomError(
-                f"refusing to write into {out}: it is {'the' if real == folder else 'inside the'} "
-                f"folder of the input file {src}; choose a separate output folder"
-            )
-        if real in src.parents:
-            raise DicomError(f"refusing to write {out}: it contains the input file {src}")
-    if out.is_symlink():
-        raise DicomError(f"refusing to write {out}: it is a symbolic link; give the real folder")
-    if out.exists():
-        if not out.is_dir():
-            raise DicomError(f"{out} exists and is not a folder")
-        if any(out.iterdir()) and not overwrite:
-            raise DicomError(f"{out} exists and is not empty; pass overwrite=True to replace it")
-    return out
+def check_dicom_output(out_dir, like: Volume, *, overwrite: bool) -> Path:
+    """The resolved folder ``write_dicom(..., out_dir, overwrite=overwrite)`` would write, or the
+    :class:`~ctdn.errors.DicomError` it would raise for it: call it before the work that makes the
+    pixels. The rules are :mod:`ctdn.io.output`'s, with the folders of ``like``'s files as inputs."""
+    folders = sorted({os.path.dirname(os.path.abspath(f)) for f in like.files})
+    return check_output(out_dir, "dicom", overwrite=overwrite, inputs=folders, error=DicomError)
 
 
 def _stored_params(src: Dataset) -> tuple[float, float, int, bool, bool]:
@@ -1062,16 +1095,29 @@ def _derived_slice(
     derivation: str,
     series_number: int | None,
     now: datetime.datetime,
+    source: np.ndarray | None = None,
+    model: str | None = None,
+    code: tuple[str, str, str] | None = SMOOTHING,
 ) -> tuple[Dataset, np.ndarray, int, str]:
+    """One derived slice: (data set, stored values, how many were clipped, the stored range).
+
+    ``source`` is the source slice in HU (``like.hu[index]``): its padding pixels keep their exact
+    stored values (:func:`~ctdn.io._dicom_derived.keep_padding`)."""
     slope, intercept, bits, signed, replace_lut = _stored_params(src)
     lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
     values = np.rint((hu.astype(np.float64) - intercept) / slope)
-    n_clip = int(np.count_nonzero((values < lo) | (values > hi)))
+    pad = None if replace_lut or source is None else padding_range(src, signed=signed)
+    moved = 0
+    if pad is not None:
+        moved = keep_padding(values, source, slope=slope, intercept=intercept, pad=pad, lo=lo, hi=hi)
+    n_clip = int(np.count_nonzero((values < lo) | (values > hi))) + moved
     stored = np.clip(values, lo, hi).astype("<i2" if signed else "<u2")
     what = (
         f"{bits}-bit {'signed' if signed else 'unsigned'} {lo}..{hi}, i.e. "
         f"{lo * slope + intercept:g}..{hi * slope + intercept:g} HU"
     )
+    if pad is not None:
+        what += f", less the padding values {pad[0]}..{pad[1]} (kept for the padding pixels only)"
 
     ds = copy.deepcopy(src)
     original = getattr(src, "original_encoding", (None, True))
@@ -1084,6 +1130,10 @@ def _derived_slice(
     if replace_lut:
         del ds.ModalityLUTSequence
         ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = 1, 0, "HU"
+    if pad is None:  # padding values of a source encoding that the new pixels do not keep
+        for keyword in ("PixelPaddingValue", "PixelPaddingRangeLimit"):
+            if keyword in ds:
+                delattr(ds, keyword)
 
     sop_class = str(src.get("SOPClassUID", "") or _CT_IMAGE_STORAGE)
     sop_instance = generate_uid()
@@ -1104,6 +1154,7 @@ def _derived_slice(
     old_description = str(src.get("SeriesDescription", "") or "").strip()
     ds.SeriesDescription = (f"{old_description} {description}" if old_description else description)[:64]
     ds.DerivationDescription = derivation[:1024]
+    mark_processed(ds, derivation=derivation, model=model, code=code, now=now)
     if series_number is not None:
         ds.SeriesNumber = int(series_number)
     elif str(src.get("SeriesNumber", "") or "").strip():
@@ -1144,24 +1195,3 @@ def _write_file(ds: Dataset, path: Path) -> None:
     else:  # pragma: no cover - pydicom 2.x
         ds.is_little_endian, ds.is_implicit_VR = True, False
         pydicom.dcmwrite(path, ds, write_like_original=False)
-
-
-def _swap_into_place(tmp: Path, out: Path) -> None:
-    """Rename ``tmp`` to ``out``; an existing ``out`` is moved aside first and deleted after."""
-    try:
-        if not os.path.lexists(out):
-            os.rename(tmp, out)
-            return
-        aside = out.parent / f".{out.name}.{uuid.uuid4().hex[:12]}.ctdn-old"
-        os.rename(out, aside)
-        try:
-            os.rename(tmp, out)
-        except BaseException:
-            os.rename(aside, out)
-            raise
-    except OSError as exc:
-        raise DicomError(f"cannot move the new series into place at {out}: {exc}") from exc
-    try:
-        shutil.rmtree(aside)
-    except OSError as exc:
-        _warn(f"wrote {out}, but could not delete the old copy at {aside}: {exc}")

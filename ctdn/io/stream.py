@@ -4,7 +4,10 @@
 decoded slice by slice into a memory-mapped scratch file on disk instead of an in-memory array,
 so reading a 1000-slice 512x512 series needs one slice of memory, not 1 GB. The headers (one
 pydicom data set per slice, without pixel data) are still held in memory, as ``read_dicom``
-holds them; they are small.
+holds them; they are small whatever the files hold, since bulk elements (over 64 KiB, private
+data over 256 KiB a slice, icon images, bulk overlays) are not kept
+(``ctdn.io._dicom_headers``). The series-level refusals (an inconsistent rescale, one
+SOPInstanceUID twice) are ``read_dicom``'s too.
 
 It uses the same checks, sorting and decoding as ``read_dicom``: ``ctdn.io.dicom._load_series``
 with its ``allocate`` hook (called only after the first slice has been read and checked, so a
@@ -56,6 +59,7 @@ def read_dicom_mapped(
     The arguments and errors are ``read_dicom``'s; ``scratch_dir`` is the folder of the scratch
     file (it needs 4 bytes per voxel of free space).
     """
+
     def allocate(shape):
         return scratch_array(shape, np.float32, scratch_dir)
 
