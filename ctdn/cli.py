@@ -16,15 +16,18 @@ modified and existing outputs are never overwritten without ``--overwrite``.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from ._atomic import atomic_path
+from . import __version__, _hints
 from .errors import CTDNError, DoseError, InputError, InputTypeError, MissingDependencyError
+from .io.output import check_output, file_output, output_kind
 
 DEMO_DOSES = (0.7, 0.5, 0.25, 0.1)
 
@@ -137,23 +140,18 @@ def cmd_sim_demo(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
-def _check_output(path: Path, overwrite: bool, inputs: list[Path]) -> None:
-    resolved = path.resolve()
-    for src in inputs:
-        src = src.resolve()
-        if resolved == src or (src.is_dir() and src in resolved.parents):
-            raise InputError(f"output {path} would write into the input {src}; choose another output")
-    if path.exists() and not overwrite:
-        raise InputError(f"output {path} already exists; pass --overwrite to replace it")
-
-
 def cmd_simulate(args: argparse.Namespace) -> int:
     from .sim import Geometry, Simulator
 
-    src, dst = Path(args.input), Path(args.output)
+    src = Path(args.input)
     if not src.exists():
         raise InputError(f"input {src} does not exist")
-    _check_output(dst, args.overwrite, [src])
+    dst_kind = output_kind(args.output)
+    if src.suffix == ".npy" and dst_kind != "npy":
+        raise InputError(f"a .npy input needs a .npy output, got {args.output}")
+    if src.suffix != ".npy" and dst_kind != "dicom":
+        raise InputError(f"a DICOM input gives a DICOM series folder, not a {dst_kind} file: {args.output}")
+    dst = check_output(args.output, dst_kind, overwrite=args.overwrite, inputs=[src])
     geometry = Geometry.from_kwargs(**_parse_geometry(args.geometry))
     is_npy = src.suffix == ".npy"
     if is_npy:
@@ -165,8 +163,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         like = None
     else:
         from .io import read_dicom
+        from .io.dicom import check_dicom_output
 
-        like = read_dicom(src, series_uid=args.series_uid)
+        like = read_dicom(src, series_uid=args.series_uid, allow_non_ct=args.allow_non_ct)
+        check_dicom_output(dst, like, overwrite=args.overwrite)  # before the simulation, not after
         hu = like.hu
         dy, dx = like.spacing[1], like.spacing[2]
         if args.pixel_size is None and abs(dy - dx) > 0.01 * dx:
@@ -183,9 +183,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         out = sim.simulate(hu, args.dose, seed=args.seed, progress=True)
     seconds = time.perf_counter() - t0
     if like is None:
-        if dst.suffix != ".npy":
-            raise InputError(f"a .npy input needs a .npy output, got {dst}")
-        with atomic_path(dst) as tmp:
+        with file_output(dst, "npy", overwrite=args.overwrite) as tmp:
             np.save(tmp, out.astype(np.float32))
     else:
         from .io import write_dicom
@@ -201,6 +199,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                 f"{args.dose:g} of the original, seed {args.seed}"
             ),
             overwrite=args.overwrite,
+            derivation_code=None,  # noise added, not smoothed: only the contributing equipment is named
         )
     n = 1 if out.ndim == 2 else len(out)
     print(f"wrote {dst}: {n} slice(s) at {args.dose * 100:g}% dose ({args.mode}) in {seconds:.1f} s")
@@ -214,16 +213,6 @@ NIFTI_AXES = (
     "(X, Y, Z) with the input's affine and header (data type float32, no scaling). No flips are "
     "applied, so the slices are seen in voxel order whatever the affine says."
 )
-
-
-def _kind(path: Path) -> str:
-    """``"npy"``, ``"nifti"`` or ``"dicom"`` (a folder, a DICOM file, anything else) from the name."""
-    name = path.name.lower()
-    if name.endswith(".npy"):
-        return "npy"
-    if name.endswith((".nii", ".nii.gz")):
-        return "nifti"
-    return "dicom"
 
 
 def _nibabel():
@@ -281,7 +270,9 @@ def _dicom_affine(vol) -> np.ndarray:
     return aff
 
 
-def _write_nifti(out: np.ndarray, dst: Path, like_img, affine: np.ndarray | None, description: str) -> None:
+def _write_nifti(
+    out: np.ndarray, dst: Path, like_img, affine: np.ndarray | None, description: str, *, overwrite: bool
+) -> None:
     nib = _nibabel()
     xyz = np.asarray(out, dtype=np.float32).T
     if like_img is not None:
@@ -300,19 +291,16 @@ def _write_nifti(out: np.ndarray, dst: Path, like_img, affine: np.ndarray | None
         import gzip
 
         data = gzip.compress(data, compresslevel=6)
-    with atomic_path(dst) as tmp:
+    with file_output(dst, "nifti", overwrite=overwrite) as tmp:
         tmp.write_bytes(data)
 
 
-def cmd_denoise(args: argparse.Namespace) -> int:
-    from .inference import Denoiser
-
-    if not (np.isfinite(args.dose) and 0 < args.dose <= 1):
-        raise DoseError(f"--dose is the fraction of a routine full dose, in (0, 1]; got {args.dose:g}")
-    src, dst = Path(args.input), Path(args.output)
+def _denoise_paths(args: argparse.Namespace) -> tuple[Path, str, Path, str]:
+    """(input, its kind, the resolved output, its kind), refused before any work where they cannot work."""
+    src = Path(args.input)
     if not src.exists():
         raise InputError(f"input {src} does not exist")
-    src_kind, dst_kind = _kind(src), _kind(dst)
+    src_kind, dst_kind = output_kind(src), output_kind(args.output)
     if dst_kind == "dicom" and src_kind != "dicom":
         raise InputError(
             f"a DICOM output needs a DICOM input (its headers are copied); {src} is a "
@@ -321,12 +309,49 @@ def cmd_denoise(args: argparse.Namespace) -> int:
         )
     if src_kind != "dicom" and src.is_dir():
         raise InputError(f"input {src} is a folder, not a {src_kind} file")
-    _check_output(dst, args.overwrite, [src])
+    dst = check_output(args.output, dst_kind, overwrite=args.overwrite, inputs=[src])
     if dst_kind != "dicom" and dst.is_dir():
         raise InputError(f"output {dst} is an existing folder; a {dst_kind} output is a file")
     if "nifti" in (src_kind, dst_kind):
         _nibabel()  # before any work: a missing nibabel is named now, not after denoising
+    return src, src_kind, dst, dst_kind
 
+
+def _read_input(args, src: Path, src_kind: str, dst: Path, dst_kind: str):
+    """(HU, DICOM Volume or None, NIfTI image or None). Memory: a .npy input is memory-mapped and
+    a DICOM series is decoded slice by slice into a scratch memmap next to the output, so neither
+    is held in memory whole; NIfTI is read whole (docs/robustness.md, memory)."""
+    like = like_img = None
+    if src_kind == "npy":
+        hu = _read_npy(src)
+    elif src_kind == "nifti":
+        hu, like_img = _read_nifti(src)
+    else:
+        from .io.stream import read_dicom_mapped
+
+        scratch = dst.parent if dst.parent.is_dir() else None
+        like = read_dicom_mapped(
+            src, series_uid=args.series_uid, allow_non_ct=args.allow_non_ct, scratch_dir=scratch
+        )
+        hu = like.hu
+        if dst_kind == "dicom":
+            from .io.dicom import check_dicom_output
+
+            check_dicom_output(dst, like, overwrite=args.overwrite)  # write_dicom's refusals, before the work
+    if hu.ndim not in (2, 3):
+        raise InputError(
+            f"{src} holds a {hu.ndim}-D array of shape {tuple(hu.shape)}; ctdn denoise takes one slice "
+            "(H, W) or a volume (N, H, W) in HU"
+        )
+    return hu, like, like_img
+
+
+def cmd_denoise(args: argparse.Namespace) -> int:
+    from .inference import Denoiser
+
+    if not (np.isfinite(args.dose) and 0 < args.dose <= 1):
+        raise DoseError(f"--dose is the fraction of a routine full dose, in (0, 1]; got {args.dose:g}")
+    src, src_kind, dst, dst_kind = _denoise_paths(args)
     den = Denoiser(
         args.model,
         backend=args.backend,
@@ -336,29 +361,7 @@ def cmd_denoise(args: argparse.Namespace) -> int:
     )
     meta = getattr(den.model, "meta", {}) or {}
     model_name = str(meta.get("name") or Path(str(args.model)).stem)
-
-    # Memory: a .npy input is memory-mapped and a DICOM series is decoded slice by slice into a
-    # scratch memmap next to the output, so neither is held in memory whole; a .npy output is a
-    # memmap in atomic_path's temporary file, filled batch by batch (complete or absent), and a
-    # DICOM output is denoised into a scratch memmap before write_dicom (which checks and converts
-    # one slice at a time). NIfTI is read and written whole. See docs/robustness.md (memory).
-    scratch = dst.parent if dst.parent.is_dir() else None
-    like = like_img = affine = None
-    if src_kind == "npy":
-        hu = _read_npy(src)
-    elif src_kind == "nifti":
-        hu, like_img = _read_nifti(src)
-    else:
-        from .io.stream import read_dicom_mapped
-
-        like = read_dicom_mapped(src, series_uid=args.series_uid, scratch_dir=scratch)
-        hu = like.hu
-
-    if hu.ndim not in (2, 3):
-        raise InputError(
-            f"{src} holds a {hu.ndim}-D array of shape {tuple(hu.shape)}; ctdn denoise takes one slice "
-            "(H, W) or a volume (N, H, W) in HU"
-        )
+    hu, like, like_img = _read_input(args, src, src_kind, dst, dst_kind)
 
     def run(out=None):
         try:
@@ -371,36 +374,23 @@ def cmd_denoise(args: argparse.Namespace) -> int:
         f"ctdn {__version__}: denoised by the {model_name} model ({Path(str(args.model)).name}) "
         f"for a dose fraction of {args.dose:g} of a routine full dose, backend {den.backend} on {den.device}"
     )
-    n = 1 if hu.ndim == 2 else len(hu)
+    t0 = time.perf_counter()
     try:
-        if dst_kind == "npy":
-            with atomic_path(dst) as tmp:
-                t0 = time.perf_counter()
+        if dst_kind == "npy":  # a memmap in the output's temporary file, filled batch by batch
+            with file_output(dst, "npy", overwrite=args.overwrite) as tmp:
                 mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=tuple(hu.shape))
                 try:
                     run(mm)
                     mm.flush()
                 finally:
                     del mm
-                seconds = time.perf_counter() - t0
-        else:
-            t0 = time.perf_counter()
-            if dst_kind == "dicom":
-                from .io.stream import scratch_array
-
-                out = run(scratch_array(hu.shape, np.float32, scratch))
-            else:
-                out = run()
             seconds = time.perf_counter() - t0
-    except CTDNError:
-        raise
-    except OSError as exc:
-        raise InputError(f"cannot write {dst}: {exc}") from exc
-
-    try:
-        if dst_kind == "dicom":
+        elif dst_kind == "dicom":  # into a scratch memmap, then write_dicom converts slice by slice
             from .io import write_dicom
+            from .io.stream import scratch_array
 
+            out = run(scratch_array(hu.shape, np.float32, dst.parent if dst.parent.is_dir() else None))
+            seconds = time.perf_counter() - t0
             write_dicom(
                 out,
                 like,
@@ -408,17 +398,18 @@ def cmd_denoise(args: argparse.Namespace) -> int:
                 description=f"ctdn denoised ({what})",
                 derivation=derivation,
                 overwrite=args.overwrite,
+                model=model_name,
             )
-        elif dst_kind == "npy":
-            pass  # written above
         else:
-            if like is not None:
-                affine = _dicom_affine(like)
-            _write_nifti(out, dst, like_img, affine, f"ctdn denoised ({what})")
+            out = run()
+            seconds = time.perf_counter() - t0
+            affine = _dicom_affine(like) if like is not None else None
+            _write_nifti(out, dst, like_img, affine, f"ctdn denoised ({what})", overwrite=args.overwrite)
     except CTDNError:
         raise
     except OSError as exc:
         raise InputError(f"cannot write {dst}: {exc}") from exc
+    n = 1 if hu.ndim == 2 else len(hu)
     rate = n / seconds if seconds > 0 else float("inf")
     print(
         f"ctdn: denoised {n} slice{'s' if n != 1 else ''} in {seconds:.1f} s ({rate:.1f} slices/s) with "
@@ -556,8 +547,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         meta = export.onnx_meta(out)
         what = f"ONNX opset {meta['opset']}, fingerprint {meta['fingerprint']}"
     else:
-        export.to_aoti(args.model, out, device=args.device or "cpu", max_batch=args.max_batch,
-                       max_size=args.max_size)
+        export.to_aoti(
+            args.model, out, device=args.device or "cpu", max_batch=args.max_batch, max_size=args.max_size
+        )
         what = f"AOTInductor package for {args.device or 'cpu'}, sidecar {out}.json"
     print(f"wrote {out} ({what}) in {time.perf_counter() - t0:.1f} s")
     return 0
@@ -568,11 +560,24 @@ def _dose(text: str) -> float:
     try:
         return float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"dose must be a number in (0, 1], got {text!r}") from None
+        hint = ""
+        if text.strip().endswith("%"):
+            with contextlib.suppress(ValueError):
+                hint = f" (for {text.strip()} give {float(text.strip()[:-1]) / 100:g})"
+        raise argparse.ArgumentTypeError(
+            f"dose must be a fraction of a routine full dose, in (0, 1], got {text!r}{hint}"
+        ) from None
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with ctdn's one-line errors (and the usage one ``--help`` away)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ctdn", description="Anatomy-aware low-dose CT denoising.")
+    p = _Parser(prog="ctdn", description="Anatomy-aware low-dose CT denoising.")
     p.add_argument("--version", action="version", version=f"ctdn {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -610,6 +615,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--pixel-size", type=float, default=None, help="mm; default from DICOM or 360 mm FOV")
     s.add_argument("--series-uid", default=None, help="pick one series from a folder holding several")
+    s.add_argument(
+        "--allow-non-ct",
+        action="store_true",
+        help="read a DICOM series whose Modality is not CT (values as HU)",
+    )
     s.add_argument("--geometry", nargs="*", metavar="KEY=VALUE", help="e.g. kind=parallel filter=ramp")
     s.add_argument("--device", default=None)
     s.add_argument("--overwrite", action="store_true")
@@ -639,6 +649,11 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--precision", default=None, choices=("fp32", "fp16", "bf16"), help="default fp32")
     n.add_argument("--batch-size", type=int, default=None, help="slices per batch (default 1 CPU, 8 CUDA)")
     n.add_argument("--series-uid", default=None, help="pick one series from a folder holding several")
+    n.add_argument(
+        "--allow-non-ct",
+        action="store_true",
+        help="read a DICOM series whose Modality is not CT (values as HU)",
+    )
     n.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
     n.add_argument("--quiet", action="store_true", help="no progress bar (the summary line is still printed)")
     n.set_defaults(func=cmd_denoise)
@@ -697,16 +712,40 @@ def _attach_negative_doses(argv: list[str]) -> list[str]:
     return out
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so every ``finally`` runs and no temporary is left behind."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(_attach_negative_doses(sys.argv[1:] if argv is None else argv))
     try:
-        return args.func(args)
+        with _sigterm_as_interrupt(), _hints.cli():
+            return args.func(args)
     except CTDNError as exc:
         print(f"ctdn: error: {exc}", file=sys.stderr)
         return 2
+    except _Terminated:
+        print("ctdn: terminated (SIGTERM); nothing was written", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
-        print("ctdn: interrupted", file=sys.stderr)
+        print("ctdn: interrupted; nothing was written", file=sys.stderr)
         return 130
 
 

@@ -161,8 +161,8 @@ def test_refuses_to_overwrite_without_flag(tmp_path, model, capsys):
     src = tmp_path / "in.npy"
     np.save(src, _body(seed=1))
     dst = tmp_path / "out.npy"
-    stamp = b"existing output"
-    dst.write_bytes(stamp)
+    np.save(dst, np.zeros((2, 3), np.float32))  # an earlier float32 result
+    stamp = dst.read_bytes()
     code, _, err = _run(capsys, "denoise", src, dst, "--dose", "0.25", "--model", model, "--quiet")
     assert code == 2 and "already exists" in err and "--overwrite" in err
     assert dst.read_bytes() == stamp
@@ -171,6 +171,14 @@ def test_refuses_to_overwrite_without_flag(tmp_path, model, capsys):
     )
     assert code == 0, err
     assert np.load(dst).shape == (N, SIZE, SIZE)
+    # --overwrite never replaces a file that is not such an output
+    other = tmp_path / "notes.npy"
+    other.write_bytes(b"my notes")
+    code, _, err = _run(
+        capsys, "denoise", src, other, "--dose", "0.25", "--model", model, "--quiet", "--overwrite"
+    )
+    assert code == 2 and "refusing to replace" in err and "not a .npy array" in err
+    assert other.read_bytes() == b"my notes"
 
 
 def test_dicom_output_folder_refused_then_overwritten(tmp_path, model, capsys):
