@@ -421,3 +421,51 @@ def test_no_output_path_loses_a_user_file(
             assert read_dicom(target).hu.shape == (N, SIZE, SIZE)
         elif kind == "vol.npy" and suffix == ".npy":
             assert np.load(target).shape == (N, SIZE, SIZE)
+
+
+# --- 14. CLI messages name CLI flags, in one line ---------------------------------------------------
+def test_cli_messages_name_the_flags_a_cli_user_can_type(inputs, tmp_path, capsys):
+    two = tmp_path / "two"
+    make_ct_series(two, n=2, rows=SIZE, cols=SIZE, series_uid="1.2.3.1", prefix="A")
+    make_ct_series(two, n=2, rows=SIZE, cols=SIZE, series_uid="1.2.3.2", prefix="B")
+    code, err = _run(capsys, ["denoise", str(two), str(tmp_path / "o"), "--dose", "0.25", "--quiet"])
+    assert code == 2 and "--series-uid UID" in err and "read_dicom(" not in err
+    assert _run(capsys, _argv(inputs, "vol.npy", tmp_path / "x.npy", "--series-uid", "1"))[0] == 0
+    mr = tmp_path / "mr"
+    make_ct_series(mr, n=2, rows=SIZE, cols=SIZE, modality="MR")
+    code, err = _run(capsys, ["denoise", str(mr), str(tmp_path / "m"), "--dose", "0.25", "--quiet"])
+    assert code == 2 and "--allow-non-ct" in err and "allow_non_ct=True" not in err
+    code, err = _run(capsys, _argv(inputs, "series", tmp_path / "m", "--allow-non-ct"))
+    assert code == 0, err
+    assert _run(capsys, _argv(inputs, "series", tmp_path / "m"))[1].count("--overwrite") == 1
+
+
+@pytest.mark.parametrize("dose", ["10%", "abc", "1/4"])
+def test_a_bad_dose_is_one_line(inputs, tmp_path, dose):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ctdn",
+            "denoise",
+            str(inputs / "vol.npy"),
+            str(tmp_path / "o.npy"),
+            "--dose",
+            dose,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "usage:" not in proc.stderr
+    assert "--dose" in proc.stderr and "--help" in proc.stderr
+    if dose == "10%":
+        assert "give 0.1" in proc.stderr
+    assert not (tmp_path / "o.npy").exists()
+
+
+def test_the_library_names_keywords_not_flags(inputs, tmp_path):
+    vol = read_dicom(inputs / "series")
+    out = write_dicom(vol.hu, vol, tmp_path / "o")
+    with pytest.raises(DicomError, match=r"overwrite=True"):
+        write_dicom(vol.hu, vol, out)
