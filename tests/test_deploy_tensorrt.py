@@ -8,6 +8,7 @@ import types
 import pytest
 
 from ctdn.deploy import sidecar as sc
+from ctdn.deploy import timing_cache
 from ctdn.deploy.tensorrt import (
     BuildOptions,
     build_engine,
@@ -289,14 +290,15 @@ def test_build_engine_drives_tensorrt_in_the_documented_order(tiny_onnx, engine_
     assert data["shapes"] == {"batch": [1, 4, 16], "height": [64, 128, 256], "width": [128, 128, 128]}
     assert data["rebuild"].startswith(f"ctdn-build-engine {tiny_onnx} --precision fp16 --batch 1:4:16")
     cache = engine_dir / "timing" / "sm90-nvidia-h100-80gb-hbm3-trt10.13.0.35.cache"
-    assert cache.read_bytes() == b"+timed"
+    ident = timing_cache.identity(GPU.replace(tensorrt="10.13.0.35"))
+    assert timing_cache.load(cache, ident) == b"+timed"  # behind its checked header
 
     # A second build reuses the cache (loaded before the build, merged with the file after it).
     trt2 = fake_tensorrt()
     build_engine(tiny_onnx, engine_dir / "again.engine", BuildOptions(), env=GPU, trt=trt2)
     assert ("create_timing_cache", b"+timed") in trt2.calls
     assert ("cache.combine", b"+timed", True) in trt2.calls
-    assert cache.read_bytes() == b"+timed+timed"
+    assert timing_cache.load(cache, ident) == b"+timed+timed"
 
 
 def test_every_option_reaches_tensorrt(tiny_onnx, engine_dir, tmp_path):

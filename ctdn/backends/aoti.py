@@ -4,7 +4,8 @@ The package (``ctdn.export.to_aoti``) lives in :func:`ctdn.export.engine_dir`, n
 fingerprint, the device and the precision; it is compiled on first use (a minute or two for ``edge``
 on 2 CPU cores, logged) and reused after. It runs through ``ctdn._runtime`` (``csrc/``), which the
 first use also compiles if it is not built yet (see :mod:`ctdn.runtime`). A cached package that no
-longer fits (another torch, corrupt) is compiled again.
+longer fits (another torch) or is not the file its sidecar describes (size and sha256: damaged,
+truncated, replaced, or from a ctdn that wrote no checksum) is compiled again.
 
 Not chosen by ``backend="auto"`` (PRIORITY below torch's): its first use compiles for minutes, and
 auto cannot know whether a package for the model is already there.
@@ -25,6 +26,8 @@ PRIORITY = {"cpu": 5, "cuda": 5}
 PRECISIONS = ("fp32",)
 
 log = logging.getLogger("ctdn")
+
+_ABSENT = "not compiled yet"
 
 
 def unavailable(device: torch.device) -> str | None:
@@ -48,12 +51,21 @@ def unavailable(device: torch.device) -> str | None:
     return None
 
 
+def _stale(path) -> str | None:
+    """Why the cached package at ``path`` must not be used (None: present, and as its sidecar says)."""
+    from ..deploy.sidecar import integrity
+
+    if not (path.is_file() and path.with_name(path.name + ".json").is_file()):
+        return _ABSENT
+    return integrity(path, require_checksum=True)
+
+
 def _compile(model, path, device: torch.device) -> None:
     from .. import export
     from ..runtime import file_lock
 
     with file_lock(path.with_name(f".{path.name}.lock")):
-        if path.is_file() and path.with_name(path.name + ".json").is_file():
+        if _stale(path) is None:
             return  # another process compiled it meanwhile
         log.warning(
             "ctdn: compiling the model to an AOTInductor package for %s (once; minutes): %s", device, path
@@ -79,7 +91,10 @@ class Runner:
         self.path = export.engine_path(
             export.model_name(model), export.fingerprint(model), "aoti", slug, precision
         )
-        if not (self.path.is_file() and self.path.with_name(self.path.name + ".json").is_file()):
+        why = _stale(self.path)
+        if why is not None:
+            if why != _ABSENT:
+                log.warning("ctdn: compiling %s again: %s", self.path.name, why)
             _compile(model, self.path, device)
         try:
             self.runtime = mod.Runtime(str(self.path), device=index)

@@ -5,7 +5,8 @@ It never builds an engine itself (minutes, and tied to this GPU and TensorRT ver
 up ``ctdn.export.engine_path(name, fingerprint(model), "tensorrt", device_slug(device), precision)``
 under :func:`ctdn.export.engine_dir` and refuses a missing one with the exact command that builds it.
 The sidecar checks (GPU, TensorRT version, file size) are the runtime's, against the TensorRT library
-it actually loads; the Python ``tensorrt`` package is needed only to build engines, not to run them.
+it actually loads (the engine's sha256, where its sidecar has one, is checked here first); the
+Python ``tensorrt`` package is needed only to build engines, not to run them.
 
 ``auto`` ranks it below torch (see PRIORITY): whether an engine exists depends on the model, which
 ``unavailable`` does not see, and ``auto`` must not pick a backend that then refuses to start.
@@ -111,6 +112,20 @@ def _missing(model, path: Path, precision: str, device: torch.device) -> EngineE
     )
 
 
+def _check_checksum(path: Path) -> None:
+    """Refuse an engine whose bytes are not the ones its sidecar records (size, sha256) before TensorRT
+    reads it; an unreadable sidecar is left to the runtime, which refuses it as every loader does."""
+    from ..deploy.sidecar import integrity, read_sidecar
+
+    try:
+        sc = read_sidecar(path)
+    except EngineError:
+        return
+    why = integrity(path)
+    if why is not None:
+        raise EngineError(f"{why}; rebuild it on this machine: {sc['rebuild']}")
+
+
 class Runner:
     """A ``ctdn._runtime.Runtime`` on the engine built for this model, GPU and precision (default fp16)."""
 
@@ -134,6 +149,7 @@ class Runner:
                 f"so it cannot run {self.path.name}: set TENSORRT_ROOT and rebuild: "
                 "python -m ctdn.runtime.build"
             )
+        _check_checksum(self.path)
         index = device.index if device.index is not None else torch.cuda.current_device()
         # The runtime checks the sidecar (GPU, TensorRT version, size) and raises EngineError on a mismatch.
         self.runtime = ext.Runtime(str(self.path), device=index, max_batch=0, cuda_graphs=True, check=True)

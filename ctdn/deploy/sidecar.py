@@ -8,7 +8,9 @@ values and the command that rebuilds the file, instead of TensorRT's deserialisa
 The rules (:func:`check_sidecar`; the C++ runtime in ``csrc/`` applies the same ones):
 
 - ``format`` is ``ctdn-engine/1`` and ``kind`` is the loader's (``tensorrt`` or ``aoti``);
-- the file exists and has ``bytes`` bytes (else it is corrupt or was replaced);
+- the file exists and has ``bytes`` bytes (else it is corrupt or was replaced), and the sha256 of its
+  bytes is ``sha256`` (written by every ctdn since it was added; older sidecars lack it, and the C++
+  runtime checks the size only);
 - ``tensorrt``: this GPU's compute capability equals ``device.compute_capability`` (hardware
   compatibility ``none`` or ``same_compute_capability``) or is 8.0 or newer (``ampere_plus``);
   this TensorRT's major.minor equals ``versions.tensorrt``'s, or with ``version_compatible`` is the
@@ -32,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .._atomic import atomic_path
+from .._cache import sha256_file
 from .._version import __version__
 from ..errors import EngineError, InputError
 
@@ -49,6 +52,7 @@ __all__ = [
     "write_sidecar",
     "read_sidecar",
     "check_sidecar",
+    "integrity",
 ]
 
 log = logging.getLogger("ctdn")
@@ -265,7 +269,8 @@ def make_sidecar(
 def write_sidecar(path, sidecar: dict | None = None, **fields) -> Path:
     """Write ``<path>.json`` for the engine/package at ``path`` (which must exist); returns its path.
 
-    Either a dict from :func:`make_sidecar` or that function's keywords. ``bytes`` is the file's size.
+    Either a dict from :func:`make_sidecar` or that function's keywords. ``bytes`` is the file's size,
+    ``sha256`` the checksum of its bytes.
     """
     path = Path(path)
     if sidecar is None:
@@ -274,7 +279,7 @@ def write_sidecar(path, sidecar: dict | None = None, **fields) -> Path:
         raise InputError("write_sidecar takes a sidecar dict or make_sidecar's keywords, not both")
     if not path.is_file():
         raise InputError(f"cannot write a sidecar for {path}: the file does not exist")
-    data = {**sidecar, "bytes": path.stat().st_size}
+    data = {**sidecar, "bytes": path.stat().st_size, "sha256": sha256_file(path)}
     missing = [k for k in _REQUIRED if k not in data]
     if missing:
         raise InputError(f"sidecar for {path.name} lacks {', '.join(missing)}")
@@ -366,10 +371,11 @@ def check_sidecar(
             f"{path} not found (its sidecar is there); rebuild it on this machine: {sc['rebuild']}"
         )
     size = path.stat().st_size
+    changed = "the file is corrupt or was replaced after its sidecar was written"
     if size != sc["bytes"]:
-        refuse(
-            "bytes", sc["bytes"], size, "the file is corrupt or was replaced after its sidecar was written"
-        )
+        refuse("bytes", sc["bytes"], size, changed)
+    elif "sha256" in sc and (digest := sha256_file(path)) != sc["sha256"]:
+        refuse("sha256", sc["sha256"], digest, changed)
     want = sc["device"].get("type", "cpu")
     if device is not None:
         want = (torch.device(device) if not isinstance(device, int) else torch.device("cuda", device)).type
@@ -381,6 +387,31 @@ def check_sidecar(
     else:
         _check_aoti(sc, env, refuse, want)
     return sc
+
+
+def integrity(path, *, require_checksum: bool = False) -> str | None:
+    """Why the file at ``path`` is not the one its sidecar describes (None: size and sha256 match).
+
+    ``require_checksum``: a sidecar without ``sha256`` (an older ctdn's) fails too; for files ctdn
+    compiles itself, which it can compile again.
+    """
+    try:
+        sc = read_sidecar(path)
+    except EngineError as exc:
+        return str(exc)
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        return f"{path.name} cannot be read ({exc})"
+    if size != sc["bytes"]:
+        return f"{path.name} has {size} bytes, its sidecar says {sc['bytes']}"
+    if "sha256" not in sc:
+        old = f"its sidecar has no sha256 (written by ctdn {sc.get('ctdn_version')})"
+        return old if require_checksum else None
+    if sha256_file(path) != sc["sha256"]:
+        return f"{path.name} does not match the sha256 in its sidecar (damaged or replaced)"
+    return None
 
 
 def _check_gpu(sc: dict, env: Environment, refuse: _Refusal, hardware: str) -> None:

@@ -33,8 +33,10 @@ from pathlib import Path
 
 from .._atomic import atomic_path
 from ..errors import EngineError, InputError, MissingDependencyError
+from . import timing_cache as tc
 from .onnx_precision import KEEP_FP32
 from .sidecar import HARDWARE, PRECISIONS, Environment, device_slug, make_sidecar, probe, write_sidecar
+from .timing_cache import timing_cache_path
 
 __all__ = [
     "BuildOptions",
@@ -117,7 +119,8 @@ class BuildOptions:
     - ``opt_level``: builder optimisation level 0..5 (TensorRT's default 3; 5 builds slowest).
     - ``workspace``: workspace memory pool limit in bytes (None: TensorRT's default, the device's).
     - ``timing_cache``: ``"auto"`` (``<engine_dir>/timing/<gpu>-trt<version>.cache``, reused by every
-      build on the same GPU and TensorRT), a path, or None for none.
+      build on the same GPU and TensorRT), a path, or None for none. A cache file that fails its
+      checks (:mod:`ctdn.deploy.timing_cache`) is ignored with a warning and replaced.
     - ``hardware_compat``: none | ampere_plus | same_compute_capability; ``version_compat``: engines
       that later TensorRT 10.x runtimes can load (slower; both are TensorRT builder settings).
     - ``validate``: compare the engine with the reference on a phantom after building.
@@ -208,15 +211,6 @@ def parse_workspace(text: str) -> int:
     return int(value * units[unit])
 
 
-def timing_cache_path(env: Environment) -> Path:
-    """``<engine_dir>/timing/<gpu slug>-trt<version>.cache``: one cache per (GPU, TensorRT version)."""
-    from ..export import engine_dir
-
-    if env.compute_capability is None or env.gpu_name is None:
-        raise EngineError("a TensorRT timing cache is per GPU and no CUDA GPU is visible here")
-    return engine_dir() / "timing" / f"{device_slug('cuda', env)}-trt{env.tensorrt or 'unknown'}.cache"
-
-
 def rebuild_command(model: str, options: BuildOptions, out) -> str:
     """The ``ctdn-build-engine`` command line that rebuilds an engine with ``options`` at ``out``."""
     o = options
@@ -254,10 +248,16 @@ class BuildPlan:
     workspace: int | None
     timing_cache: Path | None
     hardware: str | None  # trt.HardwareCompatibilityLevel name, None for none
+    timing_cache_for: dict | None = None  # the TensorRT and GPU the cache file must belong to
 
 
-def plan_build(onnx_path, options: BuildOptions, timing_cache: Path | None = None) -> BuildPlan:
-    """The TensorRT requests for ``options`` (checked) on the ONNX file ``onnx_path``."""
+def plan_build(
+    onnx_path, options: BuildOptions, timing_cache: Path | None = None, cache_for: dict | None = None
+) -> BuildPlan:
+    """The TensorRT requests for ``options`` (checked) on the ONNX file ``onnx_path``.
+
+    ``cache_for``: :func:`ctdn.deploy.timing_cache.identity` of this machine, which the timing cache
+    file must match to be used."""
     o = options
     set_flags: list[str] = []
     clear_flags: list[str] = []
@@ -287,6 +287,7 @@ def plan_build(onnx_path, options: BuildOptions, timing_cache: Path | None = Non
         workspace=o.workspace,
         timing_cache=timing_cache,
         hardware=_HW_ENUM.get(o.hardware_compat),
+        timing_cache_for=cache_for,
     )
 
 
@@ -311,18 +312,6 @@ def _flag(trt, name: str):
         }
         raise _missing(trt, f"BuilderFlag.{name}", hints.get(name, ""))
     return flag
-
-
-def _read_cache(path: Path | None) -> bytes:
-    if path is None:
-        return b""
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        return b""
-    except OSError as exc:
-        log.warning("ctdn: cannot read the timing cache %s (%s); starting an empty one", path, exc)
-        return b""
 
 
 def run_builder(trt, plan: BuildPlan) -> bytes:
@@ -399,7 +388,7 @@ def run_builder(trt, plan: BuildPlan) -> bytes:
         if not hasattr(config, "create_timing_cache"):
             log.warning("ctdn: TensorRT %s has no timing cache API; building without one", _version(trt))
         else:
-            cache = config.create_timing_cache(_read_cache(plan.timing_cache))
+            cache = config.create_timing_cache(tc.load(plan.timing_cache, plan.timing_cache_for))
             if cache is None:  # a corrupt or foreign file
                 log.warning("ctdn: timing cache %s is unusable; starting an empty one", plan.timing_cache)
                 cache = config.create_timing_cache(b"")
@@ -413,22 +402,8 @@ def run_builder(trt, plan: BuildPlan) -> bytes:
         )
 
     if cache is not None:
-        _save_cache(config, plan.timing_cache)
+        tc.save(config, plan.timing_cache, plan.timing_cache_for)
     return bytes(memoryview(engine))
-
-
-def _save_cache(config, path: Path) -> None:
-    """Merge what this build timed into the cache file (another build may have written it meanwhile)."""
-    cache = config.get_timing_cache()
-    if cache is None:
-        return
-    blob = _read_cache(path)
-    if blob:
-        previous = config.create_timing_cache(blob)
-        if previous is not None and not cache.combine(previous, ignore_mismatch=True):
-            log.warning("ctdn: could not merge the old timing cache %s into the new one", path)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(bytes(memoryview(cache.serialize())))
 
 
 @contextlib.contextmanager
@@ -517,7 +492,7 @@ def build_engine(
             options = dataclasses.replace(options, strongly_typed=False)
     rebuild = rebuild_command(model_arg or str(onnx_path), options, out_path)
     with network_onnx(onnx_path, options) as net_path:
-        plan = plan_build(net_path, options, cache)
+        plan = plan_build(net_path, options, cache, tc.identity(env))
         log.info(
             "ctdn: building %s (%s, TensorRT %s on %s)",
             out_path.name,

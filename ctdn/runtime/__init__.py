@@ -110,10 +110,11 @@ def load():
             from . import build as b
 
             p = b.plan()
-            target = b.cache_root() / p["key"] / p["ext"]
-            if not (target.is_file() and (target.parent / "build.json").is_file()):
+            target = b.cached(p, warn=False)  # None: absent, or failed its checks (size, sha256)
+            if target is None:
                 with file_lock(b.cache_root() / f".{p['key']}.lock"):
-                    if not (target.is_file() and (target.parent / "build.json").is_file()):
+                    target = b.cached(p)  # another process may have built it meanwhile; or say why not
+                    if target is None:
                         if os.environ.get("CTDN_NO_RUNTIME_BUILD"):
                             raise MissingDependencyError(
                                 "the C++ runtime is not built and CTDN_NO_RUNTIME_BUILD forbids building it: "
@@ -122,7 +123,7 @@ def load():
                         log.warning(
                             "ctdn.runtime: building the C++ runtime (%s) into %s, once per version",
                             ", ".join(p["features"]),
-                            target.parent,
+                            b.cache_root() / p["key"],
                         )
                         t0 = time.perf_counter()
                         target = b.build()

@@ -10,7 +10,10 @@ logged reason when its toolchain is missing:
 - the TensorRT kind (``engine_trt.cpp``, ``-DCTDN_WITH_TENSORRT``): when ``TENSORRT_ROOT`` is set.
 
 Builds are cached by a hash of the sources, torch's version and the flags: ``$CTDN_RUNTIME_DIR/<hash>/``
-or ``~/.cache/ctdn/runtime/<hash>/``. CLI: ``python -m ctdn.runtime.build --help``.
+or ``~/.cache/ctdn/runtime/<hash>/``. A cached module is reused only when its ``build.json`` (format
+``BUILD_FORMAT``) names this hash and the module has the size and sha256 recorded there; anything
+else (an interrupted or damaged build, a file replaced by hand) is built again.
+CLI: ``python -m ctdn.runtime.build --help``.
 """
 
 from __future__ import annotations
@@ -29,9 +32,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from .._atomic import atomic_path
+from .._cache import sha256_file
 from ..errors import CTDNError, MissingDependencyError
 
-__all__ = ["build", "plan", "cache_root", "csrc_dir", "BuildError", "EXT_NAME"]
+__all__ = ["build", "plan", "cache_root", "cached", "csrc_dir", "BuildError", "EXT_NAME"]
 
 log = logging.getLogger("ctdn")
 
@@ -48,6 +53,7 @@ CORE = [
 CUDA_SOURCES = ["src/hu_cuda.cu"]
 TORCH_SOURCES = ("src/engine_aoti.cpp",)  # include torch's headers: compiled with torch's C++ standard
 JOBS = 2  # the machines this was written on have 2 cores shared by several people
+BUILD_FORMAT = "ctdn-runtime-build/1"  # build.json's format: what cached() checks
 
 
 class BuildError(CTDNError, RuntimeError):
@@ -223,6 +229,47 @@ def _key(p: dict) -> str:
     return h.hexdigest()[:16]
 
 
+_NO_MODULE, _UNFINISHED = "no module", "no build.json (an unfinished build)"
+
+
+def _check_build(out: Path, p: dict) -> str | None:
+    """Why the build in ``out`` must not be reused for plan ``p`` (None: it is complete and intact)."""
+    target = out / p["ext"]
+    if not target.is_file():
+        return _NO_MODULE
+    try:
+        info = json.loads((out / "build.json").read_text())
+    except FileNotFoundError:
+        return _UNFINISHED
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        return f"build.json is unreadable ({exc})"
+    if not isinstance(info, dict):
+        return "build.json is not a JSON object"
+    for field, want in (("format", BUILD_FORMAT), ("key", p["key"]), ("ext", p["ext"])):
+        if info.get(field) != want:
+            return f"build.json has {field} {info.get(field)!r}, {want!r} expected"
+    size = target.stat().st_size
+    if info.get("bytes") != size:
+        return f"{p['ext']} has {size} bytes, build.json says {info.get('bytes')!r}"
+    if info.get("sha256") != sha256_file(target):
+        return f"{p['ext']} does not match the sha256 in build.json (damaged or replaced)"
+    return None
+
+
+def cached(p: dict, *, warn: bool = True) -> Path | None:
+    """The cached module for plan ``p`` if its build is complete and intact, else None.
+
+    ``warn``: log why a damaged build is not reused (an absent or unfinished one is not worth a word).
+    """
+    out = cache_root() / p["key"]
+    why = _check_build(out, p)
+    if why is None:
+        return out / p["ext"]
+    if warn and why not in (_NO_MODULE, _UNFINISHED):
+        log.warning("ctdn.runtime: not reusing the cached build in %s (%s); building it again", out, why)
+    return None
+
+
 def _run(cmd: list[str], verbose: bool) -> None:
     if verbose:
         print(" ".join(cmd), flush=True)
@@ -275,12 +322,13 @@ def build(out_dir=None, *, cuda: bool | None = None, tensorrt_root=None, verbose
     p = plan(cuda=cuda, tensorrt_root=tensorrt_root)
     for why in p["skipped"].values():
         log.info("ctdn.runtime: %s", why)
-    cached = out_dir is None
     out = Path(out_dir) if out_dir is not None else cache_root() / p["key"]
     target = out / p["ext"]
-    if cached and target.is_file() and (out / "build.json").is_file():
-        return target
+    if out_dir is None and (hit := cached(p, warn=False)) is not None:
+        return hit
     out.mkdir(parents=True, exist_ok=True)
+    # Gone before the module changes, so no reader takes the new module for the old record.
+    (out / "build.json").unlink(missing_ok=True)
     arch = os.environ.get("CTDN_CUDA_ARCH", "all-major")
     jobs = max(1, int(os.environ.get("CTDN_BUILD_JOBS", JOBS)))
     t0 = time.perf_counter()
@@ -312,9 +360,14 @@ def build(out_dir=None, *, cuda: bool | None = None, tensorrt_root=None, verbose
         part = out / f".{p['ext']}.{os.getpid()}"
         shutil.copyfile(tmp_target, part)
         os.replace(part, target)
-    info = {k: p[k] for k in ("key", "features", "skipped", "torch", "python", "sources", "cflags", "libs")}
+    info = {"format": BUILD_FORMAT, "ext": p["ext"], "bytes": target.stat().st_size}
+    info["sha256"] = sha256_file(target)
+    info.update(
+        {k: p[k] for k in ("key", "features", "skipped", "torch", "python", "sources", "cflags", "libs")}
+    )
     info["seconds"] = round(time.perf_counter() - t0, 1)
-    (out / "build.json").write_text(json.dumps(info, indent=2) + "\n")
+    with atomic_path(out / "build.json") as tmp:
+        tmp.write_text(json.dumps(info, indent=2) + "\n")
     log.info("ctdn.runtime: built %s (%s) in %.0f s", target, ", ".join(p["features"]), info["seconds"])
     return target
 
