@@ -8,6 +8,8 @@ Submodules are imported lazily so ``import ctdn`` stays cheap:
 - :mod:`ctdn.io` — DICOM series in and out.
 - :mod:`ctdn.datasets` — Mayo, .npy and synthetic datasets of (LDCT, NDCT, dose) pairs.
 - :mod:`ctdn.metrics` — PSNR, SSIM, RMSE with the project's window conventions.
+- :mod:`ctdn.iq` — task-based image quality (AAPM TG-233): NPS, TTF, model-observer d', lesion contrast.
+- :mod:`ctdn.qa_phantom` — a TG-233-style QA phantom (water cylinder, inserts) and its simulation.
 - :mod:`ctdn.models` — the reference NAFBlock, NAFNet teacher/student, presets, checkpoints.
 - :mod:`ctdn.backends` — the inference backend registry.
 
@@ -33,6 +35,8 @@ __all__ = [
     "io",
     "datasets",
     "metrics",
+    "iq",
+    "qa_phantom",
     "models",
     "backends",
     "errors",
@@ -45,6 +49,8 @@ _SUBMODULES = {
     "io",
     "datasets",
     "metrics",
+    "iq",
+    "qa_phantom",
     "viz",
     "errors",
     "cli",
@@ -61,3 +67,7 @@ def __getattr__(name: str):
     if name in _FUNCTIONS:
         return getattr(importlib.import_module(_FUNCTIONS[name]), name)
     raise AttributeError(f"module 'ctdn' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
