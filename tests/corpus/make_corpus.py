@@ -1286,6 +1286,32 @@ def file_meta() -> None:
         _add(name, cat, f"{what} ({ts.name}): the encoding is read from the data", ok(name, hu), path=path)
 
 
+def series_consistency() -> None:
+    """Slices that disagree on how their pixels become HU, copies of one instance, bulk headers."""
+    cat = "series consistency"
+    for kw in ("RescaleIntercept", "RescaleSlope"):
+        name = f"one_slice_without_{kw}"
+        folder, _ = series(name, 3, tweak=lambda ds, k, kw=kw: delattr(ds, kw) if k == 1 else None)
+        _add(name, cat, f"slice 2 of 3 lacks {kw} (would be read with the default)", err(kw), path=folder)
+    name = "mixed_rescale_type"
+    folder, _ = series(name, 2, tweak=lambda ds, k: setattr(ds, "RescaleType", "HU" if k == 0 else "US"))
+    _add(name, cat, "RescaleType HU on one slice and US on the other", err("mixed RescaleType"), path=folder)
+    name = "duplicate_sop_instance_uid"
+
+    def same_uid(ds, k):
+        ds.SOPInstanceUID = "1.2.826.0.1.3680043.8.498.7799"
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+
+    folder, _ = series(name, 2, tweak=same_uid)
+    _add(name, cat, "two slices carry one SOPInstanceUID", err("same SOPInstanceUID"), path=folder)
+    name = "bulk_private_element"
+    folder, hu = series(name, 2, tweak=lambda ds, k: dicom_factory.add_private(ds, 70_000))
+    _add(name, cat, "each slice carries a 70 kB private element (read, not kept)", ok(name, hu), path=folder)
+    name = "present_but_different_intercepts"
+    folder, hu = series(name, 2, intercept=[-1024.0, -1000.0])
+    _add(name, cat, "each slice's own intercept, present on both (used as given)", ok(name, hu), path=folder)
+
+
 def main() -> None:
     shutil.rmtree(ROOT, ignore_errors=True)
     ROOT.mkdir(parents=True)
@@ -1307,6 +1333,7 @@ def main() -> None:
         transfer_syntax,
         modality_lut,
         file_meta,
+        series_consistency,
     ):
         make()
     for d in ROOT.iterdir():
