@@ -24,6 +24,7 @@ __all__ = [
     "check_hu",
     "check_hu_lazy",
     "tensor_to_numpy",
+    "tensor_problem",
     "window",
     "TISSUES",
     "TISSUE_EDGES",
@@ -86,11 +87,29 @@ def tissue_classes(hu):
     return np.digitize(np.asarray(hu), TISSUE_EDGES).astype(np.uint8)
 
 
-def tensor_to_numpy(t, name: str) -> np.ndarray:
-    """A torch tensor's values as numpy (a view of a CPU tensor where possible); bfloat16 and float8,
-    which numpy lacks, as float32; a meta tensor (no values) is an InputError."""
+def tensor_problem(t) -> str | None:
+    """Why a torch tensor cannot be read as an array of values (None: it can): a sparse, quantized,
+    nested or other non-strided tensor, with the call that makes it an ordinary one."""
     import torch
 
+    if t.is_nested:
+        return "is a nested tensor; pass an ordinary one (one call per slice size)"
+    if t.is_quantized:
+        return f"is a quantized tensor ({t.dtype}); pass .dequantize() of it"
+    if t.layout != torch.strided:
+        return f"is a {str(t.layout).removeprefix('torch.')} tensor; pass .to_dense() of it"
+    return None
+
+
+def tensor_to_numpy(t, name: str) -> np.ndarray:
+    """A torch tensor's values as numpy (a view of a CPU tensor where possible); bfloat16 and float8,
+    which numpy lacks, as float32. A meta tensor (no values) is an InputError; a sparse, quantized or
+    nested tensor an InputTypeError saying how to convert it."""
+    import torch
+
+    why = tensor_problem(t)
+    if why is not None:
+        raise InputTypeError(f"{name} {why}")
     if t.device.type == "meta":
         raise InputError(f"{name} is a tensor on the meta device: it has no values")
     t = t.detach().cpu()

@@ -1,4 +1,8 @@
-"""ctdn.denoise / ctdn.Denoiser: shapes, padding, pass-through, dose checks, determinism, threads."""
+"""ctdn.denoise / ctdn.Denoiser: shapes, padding, pass-through, dose checks, determinism, threads.
+
+The safety guarantees (exact padding, integer dtypes, finite output, flat borders, fork, tensor
+kinds) are in test_inference_safety.py.
+"""
 
 import threading
 
@@ -9,7 +13,7 @@ import torch
 import ctdn
 from ctdn import backends
 from ctdn.errors import DoseError, InputError, InputTypeError, MissingDependencyError
-from ctdn.inference import Denoiser, passthrough_weight
+from ctdn.inference import MARGIN, Denoiser, passthrough_weight
 from ctdn.models import build
 
 
@@ -46,18 +50,21 @@ def _net(model, hu, dose):
         return model(unit, torch.tensor([dose]))[:, 0].numpy() * 1000
 
 
-def test_sizes_that_need_no_padding_are_the_network_output(den, model):
-    m = model.config.multiple
-    x = _ct((1, 8 * m, 4 * m))
-    np.testing.assert_allclose(den(x, 0.3), _net(model, x, 0.3), atol=1e-3)
+def _with_margin(x, m, k=MARGIN):
+    """``x`` (N, H, W) with ``k`` replicated pixels on every side, then replicated at the bottom and
+    right to multiples of ``m``: what the network is given."""
+    h, w = x.shape[1:]
+    hp, wp = -(-(h + 2 * k) // m) * m, -(-(w + 2 * k) // m) * m
+    return np.pad(x, ((0, 0), (k, hp - h - k), (k, wp - w - k)), mode="edge")
 
 
-def test_odd_sizes_are_reflect_padded_then_cropped(den, model):
+@pytest.mark.parametrize("extra", [(0, 0), (3, 1)], ids=["multiple", "odd"])
+def test_the_network_sees_a_replicated_margin_that_is_cropped_off(den, model, extra):
     m = model.config.multiple
-    h, w = 8 * m + 3, 4 * m + 1
+    h, w = 8 * m + extra[0], 4 * m + extra[1]
     x = _ct((1, h, w), seed=1)
-    padded = np.pad(x, ((0, 0), (0, (-h) % m), (0, (-w) % m)), mode="reflect")
-    np.testing.assert_allclose(den(x, 0.3), _net(model, padded, 0.3)[:, :h, :w], atol=1e-3)
+    ref = _net(model, _with_margin(x, m), 0.3)[:, MARGIN : MARGIN + h, MARGIN : MARGIN + w]
+    np.testing.assert_allclose(den(x, 0.3), ref, atol=1e-3)
 
 
 def test_input_is_not_modified(den):
