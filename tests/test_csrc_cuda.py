@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from ctdn.hu import hu_to_unit, unit_to_hu
-from ctdn.inference import pad_to_multiple, passthrough_weight
+from ctdn.inference import MARGIN, _saturate, blend, pad_for_network, padded_size
 
 ROOT = Path(__file__).resolve().parent.parent
 CSRC = ROOT / "csrc"
@@ -72,8 +72,9 @@ def lib(tmp_path_factory):
     so = ctypes.CDLL(str(out))
     i, f, p = ctypes.c_int, ctypes.c_float, ctypes.c_void_p
     so.ctdn_test_device_count.argtypes = [ctypes.c_char_p, i]
-    so.ctdn_test_pre.argtypes = [i, i, p, p, i, i, i, i, i, f, f, ctypes.c_char_p, i]
-    so.ctdn_test_post.argtypes = [i, i, p, p, p, i, i, i, i, i, f, f, ctypes.c_char_p, i]
+    so.ctdn_test_pre.argtypes = [i, i, p, p, i, i, i, i, i, i, f, f, ctypes.c_char_p, i]
+    count = ctypes.POINTER(ctypes.c_ulonglong)
+    so.ctdn_test_post.argtypes = [i, i, p, p, p, i, i, i, i, i, i, f, f, count, ctypes.c_char_p, i]
     so.ctdn_test_pre_checks.argtypes = [i, i, i, i, i, f, f, ctypes.c_char_p, i]
     return so
 
@@ -92,20 +93,22 @@ class Kernels:
         if rc != 0:
             raise RuntimeError(err.value.decode())
 
-    def pre(self, hu: np.ndarray, hp: int, wp: int, window) -> np.ndarray:
+    def pre(self, hu: np.ndarray, hp: int, wp: int, window, margin: int = 0) -> np.ndarray:
         n, h, w = hu.shape
         x = np.full((n, 1, hp, wp), np.nan, np.float32)
         err = ctypes.create_string_buffer(512)
-        rc = self.so.ctdn_test_pre(
-            0 if hu.dtype == np.int16 else 1, self.mode, _ptr(hu), _ptr(x), n, h, w, hp, wp, *window, err, 512
-        )
+        dtype = 0 if hu.dtype == np.int16 else 1
+        args = (n, h, w, hp, wp, margin, *window)
+        rc = self.so.ctdn_test_pre(dtype, self.mode, _ptr(hu), _ptr(x), *args, err, 512)
         self._check(rc, err)
         return x
 
-    def post(self, y: np.ndarray, hu: np.ndarray, window) -> np.ndarray:
+    def post(self, y: np.ndarray, hu: np.ndarray, window, margin: int = 0) -> tuple[np.ndarray, int]:
+        """The output HU and how many NaN/inf network values the crop read."""
         n, h, w = hu.shape
         hp, wp = y.shape[2:]
         out = np.zeros_like(hu)
+        bad = ctypes.c_ulonglong(12345)
         err = ctypes.create_string_buffer(512)
         rc = self.so.ctdn_test_post(
             0 if hu.dtype == np.int16 else 1,
@@ -118,32 +121,34 @@ class Kernels:
             w,
             hp,
             wp,
+            margin,
             *window,
+            ctypes.byref(bad),
             err,
             512,
         )
         self._check(rc, err)
-        return out
+        return out, bad.value
 
 
 # ---- the Python reference: ctdn.Denoiser's own lines ----
 
 
-def ref_pre(hu: np.ndarray, m: int, window) -> np.ndarray:
+def ref_pre(hu: np.ndarray, m: int, window, margin: int) -> np.ndarray:
     lo, hi = window
     unit = hu_to_unit(hu.astype(np.float32), lo, hi).astype(np.float32)
-    return pad_to_multiple(unit[:, None], m)
+    return pad_for_network(unit[:, None], m, margin)
 
 
-def ref_post(y: np.ndarray, hu: np.ndarray, window) -> np.ndarray:
+def ref_post(y: np.ndarray, hu: np.ndarray, window, margin: int) -> np.ndarray:
     lo, hi = window
     n, h, w = hu.shape
     xs = hu.astype(np.float32)
-    yhu = unit_to_hu(y[:, 0, :h, :w], lo, hi)
-    wgt = passthrough_weight(xs, (lo, hi))
-    out = yhu + wgt * (xs - yhu)
-    if hu.dtype == np.int16:
-        return np.clip(np.rint(out), -32768, 32767).astype(np.int16)
+    yhu = unit_to_hu(y[:, 0, margin : margin + h, margin : margin + w], lo, hi)
+    out, exact = blend(yhu, xs, (lo, hi))
+    if hu.dtype == np.int16:  # what passes through is copied from the integer input
+        out = _saturate(out, hu.dtype)
+        out[exact] = hu[exact]
     return out
 
 
@@ -171,20 +176,23 @@ def net_output(n: int, hp: int, wp: int, seed: int) -> np.ndarray:
     return y
 
 
-# (n, h, w, multiple): 1x1 and 3x2 pad by replication, the others by reflection.
+# (n, h, w, multiple): with MARGIN, edge padding on every side; without (an engine whose profile cannot
+# take the margin), 1x1 and 3x2 pad by replication, the others by reflection.
 SHAPES = [(1, 1, 1, 8), (2, 7, 5, 8), (1, 3, 2, 4), (3, 513, 300, 8), (1, 16, 24, 8), (2, 9, 33, 1)]
 WINDOWS = [(-1000.0, 1000.0), (-160.0, 240.0)]
+MARGINS = [MARGIN, 0]
 
 
-def _check_against_reference(k: Kernels, shape, dtype, window, seed=0):
+def _check_against_reference(k: Kernels, shape, dtype, window, seed=0, margin=MARGIN):
     n, h, w, m = shape
     hu = hu_volume(n, h, w, dtype, seed)
-    hp, wp = -(-h // m) * m, -(-w // m) * m
-    x = k.pre(hu, hp, wp, window)
-    np.testing.assert_array_equal(x, ref_pre(hu, m, window))
+    hp, wp = padded_size(h, w, m, margin)
+    x = k.pre(hu, hp, wp, window, margin)
+    np.testing.assert_array_equal(x, ref_pre(hu, m, window, margin))
     y = net_output(n, hp, wp, seed)
-    out = k.post(y, hu, window)
-    ref = ref_post(y, hu, window)
+    out, bad = k.post(y, hu, window, margin)
+    assert bad == 0
+    ref = ref_post(y, hu, window, margin)
     assert out.dtype == hu.dtype
     if dtype == np.int16:
         # Same float32 operations in the same order: equal, but allow a rare one-step rint flip.
@@ -212,7 +220,36 @@ def test_hu_cuda_compiles():
 def test_kernel_arithmetic_on_host(lib, shape, dtype):
     """The kernels' per-pixel functions (compiled by nvcc, run on the host) equal the Python reference."""
     for window in WINDOWS:
-        _check_against_reference(Kernels(lib, mode=1), shape, dtype, window)
+        for margin in MARGINS:
+            _check_against_reference(Kernels(lib, mode=1), shape, dtype, window, margin=margin)
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.float32], ids=["int16", "float32"])
+def test_padding_passes_through_bit_exactly_on_host(lib, dtype):
+    """Flat padding below -1000 HU (any value, up to the slice's edge) comes out as it went in."""
+    hu = np.full((1, 24, 20), -1024, dtype)
+    hu[0, :, 10:] = -3024 if dtype == np.int16 else np.float32(-3024.5)
+    hu[0, 8:16, 2:7] = 40  # anatomy inside the -1024 part: no padding pixel has more than 3 of it around
+    hp, wp = padded_size(24, 20, 16)
+    y = net_output(1, hp, wp, seed=3)
+    out, _ = Kernels(lib, mode=1).post(y, hu, (-1000.0, 1000.0), MARGIN)
+    pad = hu < -1000
+    assert pad.sum() > 300
+    np.testing.assert_array_equal(out[pad], hu[pad])
+    assert not np.array_equal(out[~pad], hu[~pad])  # the anatomy is the network's
+
+
+def test_nonfinite_network_values_are_counted_on_host(lib):
+    """post counts the NaN/inf values inside the crop (the runtime refuses the batch), not the margin's."""
+    hu = np.zeros((2, 5, 6), np.float32)
+    hp, wp = padded_size(5, 6, 8)
+    y = np.zeros((2, 1, hp, wp), np.float32)
+    y[0, 0, 0, 0] = np.nan  # in the margin: never read
+    y[0, 0, MARGIN, MARGIN] = np.nan
+    y[1, 0, MARGIN + 4, MARGIN + 5] = np.inf
+    y[1, 0, MARGIN + 2, MARGIN + 1] = -np.inf
+    _, bad = Kernels(lib, mode=1).post(y, hu, (-1000.0, 1000.0), MARGIN)
+    assert bad == 3
 
 
 def test_bad_arguments_are_refused(lib):
@@ -240,10 +277,12 @@ def gpu(lib):
 def test_kernels_on_gpu(lib, gpu, shape, dtype):
     """The CUDA kernels equal the Python reference and, bit for bit, their own host copies."""
     for seed, window in enumerate(WINDOWS):
-        x, out = _check_against_reference(gpu, shape, dtype, window, seed)
-        host_x, host_out = _check_against_reference(Kernels(lib, mode=1), shape, dtype, window, seed)
-        np.testing.assert_array_equal(x, host_x)
-        np.testing.assert_array_equal(out, host_out)
+        for margin in MARGINS:
+            x, out = _check_against_reference(gpu, shape, dtype, window, seed, margin)
+            host = Kernels(lib, mode=1)
+            host_x, host_out = _check_against_reference(host, shape, dtype, window, seed, margin)
+            np.testing.assert_array_equal(x, host_x)
+            np.testing.assert_array_equal(out, host_out)
 
 
 @pytest.mark.gpu

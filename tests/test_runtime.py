@@ -26,7 +26,7 @@ from ctdn import backends, export, phantoms, runtime
 from ctdn.cli import main
 from ctdn.errors import DoseError, EngineError, InputError, InputTypeError
 from ctdn.hu import hu_to_unit, unit_to_hu
-from ctdn.inference import Denoiser, pad_to_multiple, passthrough_weight
+from ctdn.inference import MARGIN, Denoiser, _saturate, blend, pad_for_network
 from ctdn.models import load_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -266,20 +266,22 @@ def _awkward(shape, seed=0) -> np.ndarray:
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("dtype", [np.float32, np.int16])
 @pytest.mark.parametrize("m", [1, 8, 16])
-def test_hu_pre_post_match_the_python_path_exactly(rt, shape, dtype, m):
+@pytest.mark.parametrize("margin", [MARGIN, 0])
+def test_hu_pre_post_match_the_python_path_exactly(rt, shape, dtype, m, margin):
     hu = _awkward(shape).astype(dtype)
     x = hu.astype(np.float32)
     lo, hi = -1000.0, 1000.0
-    ref = pad_to_multiple(hu_to_unit(x, lo, hi).astype(np.float32)[:, None], m)
-    np.testing.assert_array_equal(rt.hu_pre(hu, lo, hi, m), ref)
+    ref = pad_for_network(hu_to_unit(x, lo, hi).astype(np.float32)[:, None], m, margin)
+    np.testing.assert_array_equal(rt.hu_pre(hu, lo, hi, m, margin=margin), ref)
 
     y = np.random.default_rng(1).random(ref.shape, dtype=np.float32) * 2 - 1
     h, w = shape[1:]
-    yhu = unit_to_hu(y[:, 0, :h, :w], lo, hi)
-    out = yhu + passthrough_weight(x, (lo, hi)) * (x - yhu)
+    # ctdn.Denoiser's own lines: crop, to HU, blend; integers saturated, what passes through copied.
+    out, exact = blend(unit_to_hu(y[:, 0, margin : margin + h, margin : margin + w], lo, hi), x, (lo, hi))
     if dtype == np.int16:
-        out = np.clip(np.rint(out), -32768, 32767).astype(np.int16)
-    got = rt.hu_post(y, hu, lo, hi)
+        out = _saturate(out, hu.dtype)
+        out[exact] = hu[exact]
+    got = rt.hu_post(y, hu, lo, hi, margin=margin)
     assert got.dtype == dtype
     np.testing.assert_array_equal(got, out)
 
@@ -328,6 +330,34 @@ def test_denoise_any_size_and_per_slice_doses(edge_rt, edge):
     ref = Denoiser(edge, backend="torch", device="cpu")(hu, d)
     np.testing.assert_allclose(edge_rt.denoise(hu, d), ref, atol=0.5)
     np.testing.assert_allclose(edge_rt.denoise(hu[0], 0.1), ref[0], atol=0.5)  # (H, W) -> (H, W)
+
+
+def test_denoise_passes_flat_padding_through_bit_exactly(edge_rt, slice512):
+    hu = slice512.copy()
+    yy, xx = np.mgrid[:512, :512]
+    hu[(yy - 256) ** 2 + (xx - 256) ** 2 > 250**2] = -1024  # outside a round field of view
+    hu[-6:] = -2000
+    for dtype in (np.float32, np.int16):
+        x = hu.astype(dtype)
+        ref = ctdn.denoise(x, 0.3, backend="torch", device="cpu")
+        out = edge_rt.denoise(x, 0.3)
+        exact = blend(ref[None], x.astype(np.float32)[None], (-1000.0, 1000.0))[1][0]
+        assert exact.sum() > 60000
+        np.testing.assert_array_equal(out[exact], x[exact])
+        assert np.abs(out.astype(np.float64) - ref).max() <= 1.0
+
+
+def test_an_engine_whose_profile_cannot_take_the_margin_gets_bottom_right_padding(
+    rt, edge_rt, edge_pt2, edge, slice512, tmp_path
+):
+    sc = _sidecar(edge_pt2)
+    sc["shapes"]["height"] = sc["shapes"]["width"] = [16, 528, 528]  # 512 + 2 * 16 does not fit
+    small = rt.Runtime(str(_copy(edge_pt2, tmp_path / "m.pt2", sc)))
+    den = Denoiser(edge, backend="torch", device="cpu")
+    den._limit = (528, 528)  # what the Python side reads from such an engine's sidecar
+    out = small.denoise(slice512, 0.25)
+    assert np.abs(out - den(slice512, 0.25)).max() <= 0.5
+    assert np.abs(out - edge_rt.denoise(slice512, 0.25)).max() > 1.0  # the border is not the margin's
 
 
 def test_inputs_are_never_modified(edge_rt):

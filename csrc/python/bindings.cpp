@@ -123,42 +123,45 @@ struct PyRuntime {
   }
 };
 
-// The CPU HU pre-processing on its own: (N, H, W) int16/float32 HU -> (N, 1, Hp, Wp) float32 unit.
-py::array hu_pre(const py::array& hu, float lo, float hi, int multiple) {
+// The CPU HU pre-processing on its own: (N, H, W) int16/float32 HU -> (N, 1, Hp, Wp) float32 unit, the
+// slice at (margin, margin) and Hp, Wp the multiples of `multiple` from H, W + 2 margin.
+py::array hu_pre(const py::array& hu, float lo, float hi, int multiple, int margin) {
   const bool i16 = hu.dtype().kind() == 'i' && hu.itemsize() == 2;
   if (!i16 && !(hu.dtype().kind() == 'f' && hu.itemsize() == 4))
     raise("InputTypeError", "hu must be int16 or float32, got " + std::string(py::str(hu.dtype())));
   if (hu.ndim() != 3 || hu.size() == 0) raise("InputError", "hu must have shape (N, H, W), got " + shape_of(hu));
   need_contiguous(hu, "hu");
   if (multiple < 1) raise("InputError", "multiple must be >= 1");
+  if (margin < 0 || margin > 4096) raise("InputError", "margin must be in 0..4096, got " + std::to_string(margin));
   int n = as_int(hu.shape(0), "N"), h = as_int(hu.shape(1), "H"), w = as_int(hu.shape(2), "W");
-  int hp = ctdn::hu::padded_size(h, multiple), wp = ctdn::hu::padded_size(w, multiple);
+  int hp = ctdn::hu::padded_size(h + 2 * margin, multiple), wp = ctdn::hu::padded_size(w + 2 * margin, multiple);
   py::array_t<float> x({n, 1, hp, wp});
   float* xp = x.mutable_data();
   const void* in = hu.data();
   {
     py::gil_scoped_release nogil;
     if (i16)
-      ctdn::hu::pre(static_cast<const int16_t*>(in), xp, n, h, w, hp, wp, lo, hi);
+      ctdn::hu::pre(static_cast<const int16_t*>(in), xp, n, h, w, hp, wp, margin, lo, hi);
     else
-      ctdn::hu::pre(static_cast<const float*>(in), xp, n, h, w, hp, wp, lo, hi);
+      ctdn::hu::pre(static_cast<const float*>(in), xp, n, h, w, hp, wp, margin, lo, hi);
   }
   return x;
 }
 
-// The CPU HU post-processing on its own: network output y (N, 1, Hp, Wp) and the input hu (N, H, W) ->
-// HU (N, H, W) in hu's dtype.
-py::array hu_post(const py::array& y, const py::array& hu, float lo, float hi) {
+// The CPU HU post-processing on its own: network output y (N, 1, Hp, Wp), the slice at (margin, margin),
+// and the input hu (N, H, W) -> HU (N, H, W) in hu's dtype.
+py::array hu_post(const py::array& y, const py::array& hu, float lo, float hi, int margin) {
   const bool i16 = hu.dtype().kind() == 'i' && hu.itemsize() == 2;
   if (!i16 && !(hu.dtype().kind() == 'f' && hu.itemsize() == 4))
     raise("InputTypeError", "hu must be int16 or float32, got " + std::string(py::str(hu.dtype())));
   if (y.dtype().kind() != 'f' || y.itemsize() != 4)
     raise("InputTypeError", "y must be float32, got " + std::string(py::str(y.dtype())));
   if (hu.ndim() != 3 || hu.size() == 0) raise("InputError", "hu must have shape (N, H, W), got " + shape_of(hu));
-  if (y.ndim() != 4 || y.shape(0) != hu.shape(0) || y.shape(1) != 1 || y.shape(2) < hu.shape(1) ||
-      y.shape(3) < hu.shape(2))
-    raise("InputError", "y must have shape (N, 1, Hp >= H, Wp >= W) for hu " + shape_of(hu) + ", got " +
-                            shape_of(y));
+  if (margin < 0 || margin > 4096) raise("InputError", "margin must be in 0..4096, got " + std::to_string(margin));
+  if (y.ndim() != 4 || y.shape(0) != hu.shape(0) || y.shape(1) != 1 || y.shape(2) < hu.shape(1) + margin ||
+      y.shape(3) < hu.shape(2) + margin)
+    raise("InputError", "y must have shape (N, 1, Hp >= H + margin, Wp >= W + margin) for hu " + shape_of(hu) +
+                            " and margin " + std::to_string(margin) + ", got " + shape_of(y));
   need_contiguous(hu, "hu");
   need_contiguous(y, "y");
   int n = as_int(hu.shape(0), "N"), h = as_int(hu.shape(1), "H"), w = as_int(hu.shape(2), "W");
@@ -170,9 +173,10 @@ py::array hu_post(const py::array& y, const py::array& hu, float lo, float hi) {
   {
     py::gil_scoped_release nogil;
     if (i16)
-      ctdn::hu::post(yp, static_cast<const int16_t*>(in), static_cast<int16_t*>(o), n, h, w, hp, wp, lo, hi);
+      ctdn::hu::post(yp, static_cast<const int16_t*>(in), static_cast<int16_t*>(o), n, h, w, hp, wp, margin, lo,
+                     hi);
     else
-      ctdn::hu::post(yp, static_cast<const float*>(in), static_cast<float*>(o), n, h, w, hp, wp, lo, hi);
+      ctdn::hu::post(yp, static_cast<const float*>(in), static_cast<float*>(o), n, h, w, hp, wp, margin, lo, hi);
   }
   return out;
 }
@@ -182,10 +186,14 @@ py::array hu_post(const py::array& y, const py::array& hu, float lo, float hi) {
 PYBIND11_MODULE(_runtime, m) {
   m.doc() = "ctdn's C++ runtime (csrc/): deployed models (AOTInductor packages, TensorRT engines) from numpy";
 
-  // ctdn::Error -> ctdn.errors.EngineError (imported when raised, so importing ctdn._runtime stays cheap).
+  // ctdn::ModelError -> ctdn.errors.ModelError, any other ctdn::Error -> ctdn.errors.EngineError (imported
+  // when raised, so importing ctdn._runtime stays cheap).
   py::register_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);
+    } catch (const ctdn::ModelError& e) {
+      py::object cls = py::module_::import("ctdn.errors").attr("ModelError");
+      PyErr_SetString(cls.ptr(), e.what());
     } catch (const ctdn::Error& e) {
       py::object cls = py::module_::import("ctdn.errors").attr("EngineError");
       PyErr_SetString(cls.ptr(), e.what());
@@ -241,11 +249,15 @@ PYBIND11_MODULE(_runtime, m) {
       });
 
   m.def("hu_pre", &hu_pre, py::arg("hu"), py::arg("lo"), py::arg("hi"), py::arg("multiple"),
-        "The runtime's CPU pre-processing: (N, H, W) int16/float32 HU -> (N, 1, Hp, Wp) float32 unit space, "
-        "padded to the multiple (reflect, or replicate when too small)");
-  m.def("hu_post", &hu_post, py::arg("y"), py::arg("hu"), py::arg("lo"), py::arg("hi"),
-        "The runtime's CPU post-processing: network output y (N, 1, Hp, Wp) + input hu (N, H, W) -> HU in "
-        "hu's dtype (cropped, pass-through outside the window, int16 rounded half to even and saturated)");
+        py::arg("margin") = 0,
+        "The runtime's CPU pre-processing: (N, H, W) int16/float32 HU -> (N, 1, Hp, Wp) float32 unit space: "
+        "margin > 0 is ctdn.inference.pad_for_network (margin edge pixels on every side, then to the "
+        "multiple); margin 0 is pad_to_multiple (bottom/right, reflect, or replicate when too small)");
+  m.def("hu_post", &hu_post, py::arg("y"), py::arg("hu"), py::arg("lo"), py::arg("hi"), py::arg("margin") = 0,
+        "The runtime's CPU post-processing: network output y (N, 1, Hp, Wp), the slice at (margin, margin), "
+        "+ input hu (N, H, W) -> HU in hu's dtype (ctdn.inference.blend: cropped, pass-through outside the "
+        "window, padding and seam weight 1 copied from the input, int16 rounded half to even and "
+        "saturated)");
   m.def("build_features", &ctdn::build_features, "what this build contains, e.g. ['aoti', 'cuda', 'tensorrt']");
   m.attr("torch_version") = CTDN_TORCH_VERSION;
   m.attr("sources_key") = CTDN_SOURCES_KEY;

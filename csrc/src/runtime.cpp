@@ -111,7 +111,7 @@ struct Runtime::Impl {
   std::vector<float> hx, hy, hdose;  // host scratch: padded batches, network in/out
 #ifdef CTDN_WITH_CUDA
   cudaStream_t stream = nullptr;
-  DeviceBuffer dx, dy, ddose, din, dout;
+  DeviceBuffer dx, dy, ddose, din, dout, dbad;
   PinnedBuffer pin_in, pin_out, pin_dose;
 #endif
 
@@ -133,6 +133,25 @@ struct Runtime::Impl {
     int p = hu::padded_size(std::max(size, lo), sc.multiple);
     if (p > hi) out_of_range(what, p, lo, hi);
     return p;
+  }
+
+  // The border margin for an h x w slice (ctdn.Denoiser._margin): hu::kMargin, or 0 where the engine's
+  // size profile cannot take the slice with it (the engine then gets what it was built for: the slice
+  // padded at the bottom and right only).
+  int margin_for(int h, int w) const {
+    const int m = hu::kMargin;
+    const bool fits = hu::padded_size(std::max(h + 2 * m, sc.height_min), sc.multiple) <= sc.height_max &&
+                      hu::padded_size(std::max(w + 2 * m, sc.width_min), sc.multiple) <= sc.width_max;
+    return fits ? m : 0;
+  }
+
+  // The network returned NaN/inf for slices [first, first + b): refused before they are written.
+  [[noreturn]] void nonfinite(long long bad, int first, int b) const {
+    const std::string slices = b == 1 ? "slice " + std::to_string(first)
+                                      : "slices " + std::to_string(first) + ".." + std::to_string(first + b - 1);
+    throw ModelError("model '" + sc.model_name + "' (" + path + ") on the " + sc.kind + " runtime returned " +
+                     std::to_string(bad) + " NaN/inf values for finite input (" + slices +
+                     "): its weights or the engine are broken; nothing was written for these slices");
   }
 
   // Slices per network call for a chunk of n: the batch minimum pads it (by repeating the last slice).
@@ -170,19 +189,24 @@ struct Runtime::Impl {
 #endif
   }
 
+  // Slices [first, first + b) through pre -> engine -> post; the slice sits at (margin, margin) of the
+  // hp x wp plane the network sees.
   template <typename T>
-  void denoise_chunk(const T* in, T* out, int b, int h, int w, int hp, int wp, const float* dose) {
+  void denoise_chunk(const T* in, T* out, int first, int b, int h, int w, int hp, int wp, int margin,
+                     const float* dose) {
     const int bb = batch_for(b);
     const size_t plane = static_cast<size_t>(hp) * wp;
     if (!engine->on_cuda()) {
       hx.resize(bb * plane);
       hy.resize(bb * plane);
       hdose.resize(bb);
-      hu::pre(in, hx.data(), b, h, w, hp, wp, sc.hu_lo, sc.hu_hi);
+      hu::pre(in, hx.data(), b, h, w, hp, wp, margin, sc.hu_lo, sc.hu_hi);
       for (int i = b; i < bb; ++i) std::memcpy(hx.data() + i * plane, hx.data() + (b - 1) * plane, plane * sizeof(float));
       for (int i = 0; i < bb; ++i) hdose[i] = dose[std::min(i, b - 1)];
       engine->run(hx.data(), hdose.data(), hy.data(), bb, hp, wp);
-      hu::post(hy.data(), in, out, b, h, w, hp, wp, sc.hu_lo, sc.hu_hi);
+      const long long bad = hu::count_nonfinite(hy.data(), b, h, w, hp, wp, margin);
+      if (bad) nonfinite(bad, first, b);
+      hu::post(hy.data(), in, out, b, h, w, hp, wp, margin, sc.hu_lo, sc.hu_hi);
       return;
     }
 #ifdef CTDN_WITH_CUDA
@@ -192,12 +216,23 @@ struct Runtime::Impl {
     float* gx = static_cast<float*>(dx.get(bb * plane * sizeof(float)));
     float* gy = static_cast<float*>(dy.get(bb * plane * sizeof(float)));
     float* gd = device_doses(dose, b, bb);
+    auto* gbad = static_cast<unsigned long long*>(dbad.get(sizeof(unsigned long long)));
     upload(gin, in, bytes);
-    cuda::pre(gin, gx, b, h, w, hp, wp, sc.hu_lo, sc.hu_hi, stream);
+    cuda::pre(gin, gx, b, h, w, hp, wp, margin, sc.hu_lo, sc.hu_hi, stream);
     repeat_last(gx, b, bb, plane * sizeof(float));
     run_on_device(gx, gd, gy, bb, hp, wp);
-    cuda::post(gy, gin, gout, b, h, w, hp, wp, sc.hu_lo, sc.hu_hi, stream);
-    download(out, gout, bytes);
+    cuda_check(cudaMemsetAsync(gbad, 0, sizeof(unsigned long long), stream), "clear the NaN/inf count");
+    cuda::post(gy, gin, gout, b, h, w, hp, wp, margin, sc.hu_lo, sc.hu_hi, gbad, stream);
+    // The output and the count reach the host together; the output is only handed on if the count is 0.
+    const size_t at = (bytes + 7) / 8 * 8;  // the count after the output, aligned
+    void* pin = pin_out.get(at + sizeof(unsigned long long));
+    auto* hbad = reinterpret_cast<unsigned long long*>(static_cast<char*>(pin) + at);
+    cuda_check(cudaMemcpyAsync(pin, gout, bytes, cudaMemcpyDeviceToHost, stream), "copy from the GPU");
+    cuda_check(cudaMemcpyAsync(hbad, gbad, sizeof(unsigned long long), cudaMemcpyDeviceToHost, stream),
+               "copy the NaN/inf count");
+    cuda_check(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
+    if (*hbad) nonfinite(static_cast<long long>(*hbad), first, b);
+    std::memcpy(out, pin, bytes);
 #else
     no_cuda();
 #endif
@@ -256,14 +291,15 @@ struct Runtime::Impl {
                   ", " + std::to_string(w));
     check_doses(dose, n);
     check_finite(in, n, h, w);
-    const int hp = padded(h, sc.height_min, sc.height_max, "padded height");
-    const int wp = padded(w, sc.width_min, sc.width_max, "padded width");
+    const int margin = margin_for(h, w);
+    const int hp = padded(h + 2 * margin, sc.height_min, sc.height_max, "padded height");
+    const int wp = padded(w + 2 * margin, sc.width_min, sc.width_max, "padded width");
     const size_t plane = static_cast<size_t>(h) * w;
     std::lock_guard<std::mutex> lock(mu);
     select_device();
     for (int i = 0; i < n; i += max_batch) {
       int b = std::min(max_batch, n - i);
-      denoise_chunk(in + i * plane, out + i * plane, b, h, w, hp, wp, dose + i);
+      denoise_chunk(in + i * plane, out + i * plane, i, b, h, w, hp, wp, margin, dose + i);
     }
   }
 

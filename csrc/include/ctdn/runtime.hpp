@@ -2,9 +2,10 @@
 // CT slices in Hounsfield units, from C++ without Python. The pybind11 module (ctdn._runtime) is a
 // thin layer over this header.
 //
-// One slice through it: HU (int16 or float32, host) -> pre (pad to a multiple, HU window -> [-1, 1])
-// -> Engine::run (the network, unit space) -> post (unit -> HU, pass-through outside the window,
-// crop) -> HU out, same dtype. The arithmetic is the same as ctdn.Denoiser's in Python.
+// One slice through it: HU (int16 or float32, host) -> pre (HU window -> [-1, 1], 16 replicated pixels
+// of context on every side, then padded to the network's multiple) -> Engine::run (the network, unit
+// space) -> post (crop, unit -> HU, pass-through outside the window and of padding) -> HU out, same
+// dtype. The arithmetic is the same as ctdn.Denoiser's in Python.
 #pragma once
 
 #include <cstdint>
@@ -20,6 +21,13 @@ namespace ctdn {
 class Error : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
+};
+
+// The network returned NaN/inf for finite input (broken weights or a broken engine); nothing is written
+// for the slices of that network call. Python: ctdn.errors.ModelError.
+class ModelError : public Error {
+ public:
+  using Error::Error;
 };
 
 // The JSON sidecar written beside every deployed model ("<file>.json", format "ctdn-engine/1").
@@ -77,6 +85,7 @@ class Runtime {
   void infer(const float* x, const float* dose, float* y, int n, int h, int w);
 
   // HU in, HU out (host pointers, any h and w >= 1): what a scanner calls. dose: n fractions in (0, 1].
+  // Throws ModelError if the network returns NaN/inf (the slices of earlier network calls are written).
   void denoise(const int16_t* in, int16_t* out, int n, int h, int w, const float* dose);
   void denoise(const float* in, float* out, int n, int h, int w, const float* dose);
 
