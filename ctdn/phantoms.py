@@ -353,6 +353,7 @@ class _Layer:
     hu: float
     label: int
     bbox: tuple[float, float, float, float]
+    organ: str = ""  # a finer tissue name for ctdn.augment ("liver", "muscle", ...); no effect on pixels
 
 
 class _Scene:
@@ -366,9 +367,9 @@ class _Scene:
         """A uniform draw in [lo, hi)."""
         return float(self.rng.uniform(lo, hi))
 
-    def paint(self, shape: _Shape, hu: float, label: int) -> int:
+    def paint(self, shape: _Shape, hu: float, label: int, organ: str = "") -> int:
         """Add a layer on top; returns its index."""
-        self.layers.append(_Layer(shape, float(hu), int(label), shape.bbox()))
+        self.layers.append(_Layer(shape, float(hu), int(label), shape.bbox(), organ))
         return len(self.layers) - 1
 
     def is_free(self, layer: int, cx: float, cy: float, radius: float, step: float = 0.7) -> bool:
@@ -490,7 +491,7 @@ def _body_wall(sc: _Scene, a: float, b: float) -> tuple[float, float]:
     sc.paint(_ellipse(0, 0, a, b), sc.u(-120, -80), FAT)
     fat_side, fat_ap = sc.u(8, 25), sc.u(8, 22)
     muscle = sc.u(8, 14)
-    sc.paint(_ellipse(0, sc.u(-2, 2), a - fat_side, b - fat_ap), sc.u(40, 60), SOFT)
+    sc.paint(_ellipse(0, sc.u(-2, 2), a - fat_side, b - fat_ap), sc.u(40, 60), SOFT, "muscle")
     return a - fat_side - muscle, b - fat_ap - muscle
 
 
@@ -498,7 +499,12 @@ def _paraspinal(sc: _Scene, y: float) -> None:
     """Erector spinae muscles either side of the spinous process."""
     hu = sc.u(40, 60)
     for side in (-1, 1):
-        sc.paint(_ellipse(side * sc.u(24, 30), y, sc.u(18, 24), sc.u(14, 18), side * sc.u(0, 0.3)), hu, SOFT)
+        sc.paint(
+            _ellipse(side * sc.u(24, 30), y, sc.u(18, 24), sc.u(14, 18), side * sc.u(0, 0.3)),
+            hu,
+            SOFT,
+            "muscle",
+        )
 
 
 def _vertebra(sc: _Scene, cx: float, cy: float, r: float) -> None:
@@ -568,7 +574,7 @@ def _thorax(sc: _Scene) -> _Anatomy:
     hx, hy = sc.u(14, 30), sc.u(-12, 8)
     ha, hb, hang = sc.u(44, 54), sc.u(36, 44), sc.u(-0.5, -0.2)
     sc.paint(_ellipse(hx, hy, ha + 3, hb + 3, hang), sc.u(-110, -80), FAT)
-    heart = sc.paint(_ellipse(hx, hy, ha, hb, hang), sc.u(35, 45), SOFT)
+    heart = sc.paint(_ellipse(hx, hy, ha, hb, hang), sc.u(35, 45), SOFT, "heart")
     aorta_hu = sc.u(150, 300)
     sc.paint(_circle(sc.u(-22, -10), hy - hb - sc.u(0, 6), sc.u(13, 17)), aorta_hu, SOFT)  # ascending
     vb_r = sc.u(15, 19)
@@ -608,7 +614,7 @@ def _lung_vessels(sc: _Scene, lungs: list[_Shape]) -> None:
                     pts.append((x, y))
                 r1 = max(0.45, r * 0.75)
                 if depth == 0 or sc.rng.random() < 0.7:  # the others leave the slice
-                    sc.paint(_both(_polyline(pts, r, r1), lung), hu, SOFT)
+                    sc.paint(_both(_polyline(pts, r, r1), lung), hu, SOFT, "lung_vessel")
                 if depth < 4:
                     for turn in (-1, 1):
                         stack.append((x, y, ang + turn * sc.u(0.25, 0.6), r1, depth + 1))
@@ -617,7 +623,7 @@ def _lung_vessels(sc: _Scene, lungs: list[_Shape]) -> None:
             x, y = sc.u(x0, x1), sc.u(y0, y1)
             dist = math.hypot(x - hilum_x, y - hilum_y)
             r = max(0.5, 2.5 - dist / 45.0) * sc.u(0.6, 1.1)
-            sc.paint(_both(_circle(x, y, r), lung), hu, SOFT)
+            sc.paint(_both(_circle(x, y, r), lung), hu, SOFT, "lung_vessel")
 
 
 def _ribs(sc: _Scene, ia: float, ib: float) -> None:
@@ -655,7 +661,7 @@ def _abdomen(sc: _Scene) -> _Anatomy:
             -sc.u(15, 25), -ib * sc.u(0.55, 0.65), sc.u(30, 42), sc.u(15, 22), sc.u(-0.3, 0.0)
         )
         liver_shape = _both(_either(right_lobe, left_lobe), inside)
-    liver = sc.paint(liver_shape, liver_hu, SOFT)
+    liver = sc.paint(liver_shape, liver_hu, SOFT, "liver")
     vessel_hu = sc.u(150, 220)
     px_, py_ = right_lobe.cx + right_lobe.a * sc.u(0.5, 0.7), right_lobe.cy + sc.u(5, 20)  # porta hepatis
     for _ in range(int(sc.rng.integers(2, 5))):
@@ -674,12 +680,13 @@ def _abdomen(sc: _Scene) -> _Anatomy:
             _ellipse(right_lobe.cx + sc.u(20, 35), sc.u(-45, -25), sc.u(12, 18), sc.u(8, 12), sc.u(-1, 1)),
             sc.u(0, 20),
             SOFT,
+            "fluid",
         )  # gallbladder
     # Spleen (image right, posterolateral) and stomach.
     spleen_hu = sc.u(45, 55)
     spleen_ellipse = _ellipse(ia * sc.u(0.6, 0.7), sc.u(5, 30), sc.u(22, 30), sc.u(42, 55), sc.u(-0.7, -0.3))
     spleen_shape = _both(spleen_ellipse, inside)
-    spleen = sc.paint(spleen_shape, spleen_hu, SOFT)
+    spleen = sc.paint(spleen_shape, spleen_hu, SOFT, "spleen")
     sx, sy = ia * sc.u(0.25, 0.4), -ib * sc.u(0.35, 0.5)
     sr = sc.u(20, 30)
     stomach = sc.rng.random() < 0.7
@@ -694,17 +701,18 @@ def _abdomen(sc: _Scene) -> _Anatomy:
         ka, kb = sc.u(18, 23), sc.u(25, 31)
         retro.append(_ellipse(kx, ky, ka + 5, kb + 5, ang))
         sc.paint(retro[-1], sc.u(-110, -80), FAT)
-        sc.paint(_ellipse(kx, ky, ka, kb, ang), cortex_hu, SOFT)
-        sc.paint(_ellipse(kx, ky, ka - 5, kb - 6, ang), sc.u(80, 120), SOFT)  # medulla
+        sc.paint(_ellipse(kx, ky, ka, kb, ang), cortex_hu, SOFT, "kidney")
+        sc.paint(_ellipse(kx, ky, ka - 5, kb - 6, ang), sc.u(80, 120), SOFT, "kidney")  # medulla
         mx, my = -side * math.cos(ang), -side * math.sin(ang)  # towards the hilum
         off = ka * sc.u(0.65, 0.75)
         sinus = _ellipse(kx + off * mx, ky + off * my, ka * 0.55, kb * 0.4, ang)  # cuts a notch
         sc.paint(sinus, sc.u(-110, -80), FAT)
-        sc.paint(_ellipse(sinus.cx, sinus.cy, ka * 0.3, kb * 0.22, ang), sc.u(0, 20), SOFT)  # pelvis
+        sc.paint(_ellipse(sinus.cx, sinus.cy, ka * 0.3, kb * 0.22, ang), sc.u(0, 20), SOFT, "fluid")  # pelvis
         sc.paint(
             _ellipse(side * sc.u(26, 32), spine_y + sc.u(-2, 6), sc.u(11, 15), sc.u(14, 18)),
             sc.u(40, 55),
             SOFT,
+            "muscle",
         )  # psoas
     vb_r = sc.u(16, 20)
     aorta_r = sc.u(9, 12)
@@ -787,10 +795,10 @@ def _head(sc: _Scene) -> _Anatomy:
     sc.paint(_ellipse(0, 0, oa - t_lat + 1.6, ob - t_ap + 1.6), cortical, BONE)  # inner table
     ga, gb = oa - t_lat, ob - t_ap
     csf = sc.u(2, 12)
-    sc.paint(_ellipse(0, 0, ga, gb), csf, SOFT)  # subarachnoid CSF
+    sc.paint(_ellipse(0, 0, ga, gb), csf, SOFT, "fluid")  # subarachnoid CSF
     layer = sc.u(1.0, 2.0)
     grey_hu, white_hu = sc.u(38, 42), sc.u(25, 30)
-    sc.paint(_ellipse(0, 0, ga - layer, gb - layer), grey_hu, SOFT)
+    sc.paint(_ellipse(0, 0, ga - layer, gb - layer), grey_hu, SOFT, "grey")
     # White matter: the cortex ribbon recedes into gyri around sulci.
     n = 1024
     theta = np.arange(n) * (2 * math.pi / n)
@@ -806,7 +814,7 @@ def _head(sc: _Scene) -> _Anatomy:
         arc = np.angle(np.exp(1j * (theta - ang))) * surface  # signed arc length (mm)
         recess = np.maximum(recess, depth * np.exp(-0.5 * (arc / 2.2) ** 2))
     white_shape = _Polar(0.0, 0.0, (surface - cortex - recess).astype(np.float64))
-    white = sc.paint(white_shape, white_hu, SOFT)
+    white = sc.paint(white_shape, white_hu, SOFT, "white")
     # Sulci and the fissure are thinner than a slice is thick: partial volume with grey matter.
     sulcal = grey_hu - sc.u(8, 16)
     for ang, depth in zip(angles, depths, strict=True):
@@ -828,24 +836,34 @@ def _head(sc: _Scene) -> _Anatomy:
     deep_hu = sc.u(34, 38)
     for side in (-1, 1):
         sc.paint(
-            _ellipse(side * sc.u(11, 14), sc.u(-20, -14), sc.u(5, 7), sc.u(8, 11), -side * 0.3), deep_hu, SOFT
+            _ellipse(side * sc.u(11, 14), sc.u(-20, -14), sc.u(5, 7), sc.u(8, 11), -side * 0.3),
+            deep_hu,
+            SOFT,
+            "deep_grey",
         )
         sc.paint(
             _ellipse(side * sc.u(22, 27), sc.u(-6, 2), sc.u(5, 7), sc.u(14, 18), side * sc.u(0.1, 0.3)),
             deep_hu,
             SOFT,
+            "deep_grey",
         )
-        sc.paint(_ellipse(side * sc.u(8, 10), sc.u(10, 16), sc.u(7, 9), sc.u(10, 13)), deep_hu, SOFT)
+        sc.paint(
+            _ellipse(side * sc.u(8, 10), sc.u(10, 16), sc.u(7, 9), sc.u(10, 13)), deep_hu, SOFT, "deep_grey"
+        )
     vent_csf = sc.u(0, 15)
     for side in (-1, 1):
         front = (side * sc.u(10, 14), -sc.u(28, 34))
         r0 = sc.u(2.5, 3.5)  # the septum pellucidum keeps the two horns ~2 mm apart
-        sc.paint(_tube(side * (r0 + 1.0), sc.u(-8, -4), *front, r0, sc.u(4.0, 6.0)), vent_csf, SOFT)
+        sc.paint(_tube(side * (r0 + 1.0), sc.u(-8, -4), *front, r0, sc.u(4.0, 6.0)), vent_csf, SOFT, "fluid")
         trigone = (side * sc.u(17, 21), sc.u(24, 30))
         sc.paint(
-            _tube(*trigone, side * sc.u(20, 26), sc.u(40, 48), sc.u(4.0, 6.0), sc.u(1.5, 2.5)), vent_csf, SOFT
+            _tube(*trigone, side * sc.u(20, 26), sc.u(40, 48), sc.u(4.0, 6.0), sc.u(1.5, 2.5)),
+            vent_csf,
+            SOFT,
+            "fluid",
         )
-    sc.paint(_tube(0, sc.u(0, 4), 0, sc.u(18, 24), sc.u(1.2, 2.2)), vent_csf, SOFT)  # third ventricle
+    third = _tube(0, sc.u(0, 4), 0, sc.u(18, 24), sc.u(1.2, 2.2))  # the third ventricle
+    sc.paint(third, vent_csf, SOFT, "fluid")
     out = _Anatomy([], (0.0, 0.0, 0.0), [])
     _place_lesions(sc, [(white, white_hu)], int(sc.rng.integers(1, 4)), _signed(sc, 5, 15), (2.5, 6.0), out)
     out.uniform = _uniform(sc, [white], 9.0)
@@ -871,8 +889,12 @@ def _window(bbox, centre: float, step: float, n: int) -> tuple[slice, slice]:
     return slice(lo(y0), hi(y1)), slice(lo(x0), hi(x1))
 
 
-def _render(layers: list[_Layer], size: int, fov_mm: float) -> tuple[np.ndarray, np.ndarray]:
-    """Paint the layers on a supersampled grid; return (HU, per-label area fractions)."""
+def _render(layers: list[_Layer], size: int, fov_mm: float, tags=None) -> tuple[np.ndarray, ...]:
+    """Paint the layers on a supersampled grid; return (HU, per-label area fractions).
+
+    ``tags``: one small integer per layer (e.g. an organ id); then the area fractions of every tag
+    value 0..max(tags) are returned too, drawn like the labels.
+    """
     s = _supersampling(fov_mm / size)
     n = size * s
     step = fov_mm / n
@@ -880,7 +902,8 @@ def _render(layers: list[_Layer], size: int, fov_mm: float) -> tuple[np.ndarray,
     coords = ((np.arange(n) - centre) * step).astype(np.float32)
     hu = np.full((n, n), -1000.0, dtype=np.float32)
     labels = np.zeros((n, n), dtype=np.uint8)
-    for layer in layers:
+    tag_map = None if tags is None else np.zeros((n, n), dtype=np.uint8)
+    for k, layer in enumerate(layers):
         rows, cols = _window(layer.bbox, centre, step, n)
         if rows.start >= rows.stop or cols.start >= cols.stop:
             continue
@@ -892,11 +915,23 @@ def _render(layers: list[_Layer], size: int, fov_mm: float) -> tuple[np.ndarray,
         sub *= 1.0 - cov
         sub += layer.hu * cov
         labels[rows, cols][cov >= 0.5] = layer.label
+        if tag_map is not None:
+            tag_map[rows, cols][cov >= 0.5] = tags[k]
     out = hu.reshape(size, s, size, s).mean(axis=(1, 3), dtype=np.float64).astype(np.float32)
     fractions = np.stack(
         [(labels == k).reshape(size, s, size, s).mean(axis=(1, 3), dtype=np.float32) for k in TISSUES]
     )
-    return out, fractions
+    if tag_map is None:
+        return out, fractions
+    return out, fractions, _tag_fractions(tag_map, size, s, max(tags, default=0) + 1)
+
+
+def _tag_fractions(tag_map: np.ndarray, size: int, s: int, k: int) -> np.ndarray:
+    """(k, size, size) area fractions of the tags 0..k-1 of a supersampled map (one counting pass)."""
+    block = np.arange(size * s) // s
+    idx = (block[:, None] * size + block[None, :]) * k + tag_map
+    counts = np.bincount(idx.ravel(), minlength=size * size * k).reshape(size, size, k)
+    return np.ascontiguousarray((counts / (s * s)).astype(np.float32).transpose(2, 0, 1))
 
 
 def _coverage(shape: _Shape, size: int, fov_mm: float) -> np.ndarray:
@@ -915,11 +950,16 @@ def _coverage(shape: _Shape, size: int, fov_mm: float) -> np.ndarray:
     return out
 
 
-def _texture(rng: np.random.Generator, size: int, fov_mm: float) -> np.ndarray:
-    """Unit-std smooth random field sampled at the pixel centres; the same field at every size."""
+def _texture(
+    rng: np.random.Generator, size: int, fov_mm: float, sigma_mm: float = _TEXTURE_SIGMA_MM
+) -> np.ndarray:
+    """Unit-std smooth random field sampled at the pixel centres; the same field at every size.
+
+    ``sigma_mm`` is the correlation length (the Gaussian's sigma); ctdn.augment varies it per tissue.
+    """
     m = int(math.ceil(fov_mm / _TEXTURE_GRID_MM)) + 8
     noise = rng.standard_normal((m, m), dtype=np.float32)
-    smooth = ndimage.gaussian_filter(noise, _TEXTURE_SIGMA_MM / _TEXTURE_GRID_MM, mode="wrap")
+    smooth = ndimage.gaussian_filter(noise, sigma_mm / _TEXTURE_GRID_MM, mode="wrap")
     smooth /= max(float(smooth.std()), 1e-12)
     pos = (np.arange(size) - (size - 1) / 2) * (fov_mm / size) / _TEXTURE_GRID_MM + (m - 1) / 2
     i0 = np.floor(pos).astype(np.intp)
@@ -953,17 +993,24 @@ def generate(kind: str, *, seed: int = 0, size: int = 512) -> Phantom:
     _check(kind, seed, size)
     size, seed = int(size), int(seed)
     fov = FOV_MM[kind]
-    px = fov / size
     stream = KINDS.index(kind)
     scene = _Scene(np.random.default_rng([seed, stream]))
     anatomy = _BUILDERS[kind](scene)
     hu, fractions = _render(scene.layers, size, fov)
+    return _assemble(anatomy, hu, fractions, kind, seed, fov)
+
+
+def _assemble(anatomy, hu, fractions, kind: str, seed: int, fov: float, extra=None) -> Phantom:
+    """A rendered scene's phantom: labels, texture (plus ``extra`` HU), lesions, uniform region."""
+    size, stream = hu.shape[0], KINDS.index(kind)
+    px = fov / size
     labels = fractions.argmax(axis=0).astype(np.uint8)
     amplitude = np.zeros((size, size), dtype=np.float32)
     for label, std in _TEXTURE[kind].items():
         amplitude += std * fractions[label]
     hu += amplitude * _texture(np.random.default_rng([seed, stream, 1]), size, fov)
-
+    if extra is not None:
+        hu += extra
     to_px = lambda v: v / px + (size - 1) / 2  # noqa: E731 - mm -> pixel index
     lesions = [
         Lesion((to_px(cy), to_px(cx)), r / px, float(c), float(bg)) for cx, cy, r, c, bg in anatomy.lesions

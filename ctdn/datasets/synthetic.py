@@ -18,6 +18,15 @@ tube-current modulation and dose reporting do: the LDCT at nominal dose d is sim
 d x U(0.8, 1.25) (capped at 1) while the item reports d. The NDCT target is simulated at exactly
 dose 1 with the slice's I0 and sigma_e. :meth:`SyntheticDataset.scanner` returns a slice's draws.
 
+``fidelity=True`` (or a dict of :class:`ctdn.augment.FidelityConfig` fields) serves
+:func:`ctdn.augment.generate_fidelity` slices: inserted lesions (2-15 mm, +-5..40 HU, lung
+nodules), per-organ texture, bodies up to 45 cm with shoulders and pelvis, metal in a few (see
+docs/data.md). Its items also hold ``lesion_ids`` (uint8 (H, W): 0 none, i the lesion in row
+i - 1 of the table), ``lesion_table`` (float64 (MAX_LESIONS, len(LESION_FIELDS)), zero rows
+after the last lesion), ``organs`` (uint8 (H, W), ids of ``ctdn.augment.ORGANS``) and
+``pixel_size_mm`` (the field of view grows with the body), all of fixed shape so that torch's
+default collate batches them; the cache stores them beside the images.
+
 Randomness: the phantom, the scanner draws, the dose jitter and every noise realisation come from
 their own ``numpy.random.SeedSequence(seed, spawn_key=(patient, slice, purpose, dose))``, so an item
 does not depend on which other doses, patients or items exist or were read before: the same
@@ -50,20 +59,24 @@ import torch
 
 from .._atomic import atomic_path
 from .._version import __version__
+from ..augment import FidelityConfig, generate_fidelity
 from ..errors import CacheError, InputError, InputTypeError
 from ..phantoms import KINDS, Phantom, generate
 from ..phantoms import VERSION as PHANTOM_VERSION
 from ..sim import DEFAULT_I0, DEFAULT_SIGMA_E, FILTERS, Geometry, Simulator, check_dose
 from ..sim.simulator import derive_seed, dose_key, torch_generator
+from ._fidelity import MAX_LESIONS, cache_arrays, check_cached, item_extras
 from .base import PairDataset
 
-__all__ = ["SyntheticDataset", "build_cache", "TARGETS", "VARY_FILTERS"]
+__all__ = ["SyntheticDataset", "build_cache", "TARGETS", "VARY_FILTERS", "MAX_LESIONS"]
 
 TARGETS = ("ndct", "noiseless", "phantom")
 VARY_FILTERS = FILTERS
 # Bump when the way pixels are made or stored changes without a version change.
 CACHE_FORMAT = 2
-_PHANTOM, _SCANNER, _JITTER, _LDCT, _NDCT = range(5)
+_PHANTOM, _SCANNER, _JITTER, _LDCT, _NDCT, _BODY, _METAL, _TEXTURE, _LESIONS = range(9)
+_FIDELITY_PURPOSES = {"anatomy": _PHANTOM, "body": _BODY, "metal": _METAL, "texture": _TEXTURE}
+_FIDELITY_PURPOSES["lesions"] = _LESIONS
 
 
 def _seed(seed: int, p: int, s: int, purpose: int, extra: int = 0) -> int:
@@ -92,7 +105,7 @@ class SyntheticDataset(PairDataset):
 
     ``geometry`` is a :class:`~ctdn.sim.Geometry`, a dict of its keywords, or None (the default
     clinical geometry). ``device`` runs the simulator ("cpu", "cuda"; None: CUDA when present).
-    See the module docstring for ``target``, ``vary`` and ``cache_dir``.
+    See the module docstring for ``target``, ``vary``, ``fidelity`` and ``cache_dir``.
     """
 
     def __init__(
@@ -107,6 +120,7 @@ class SyntheticDataset(PairDataset):
         target: str = "ndct",
         geometry=None,
         vary: bool = False,
+        fidelity=False,
         cache_dir=None,
         device="cpu",
     ) -> None:
@@ -133,6 +147,7 @@ class SyntheticDataset(PairDataset):
             )
         if not isinstance(vary, (bool, np.bool_)):
             raise InputTypeError(f"vary must be True or False, got {vary!r}")
+        self.fidelity = FidelityConfig.parse(fidelity)
         generate(kinds[0], seed=0, size=size)  # validates size early, with the phantoms' message
         self.n_patients, self.slices_per_patient = int(n_patients), int(slices_per_patient)
         self.kinds, self.doses, self.size, self.seed = kinds, doses, int(size), int(seed)
@@ -176,6 +191,7 @@ class SyntheticDataset(PairDataset):
             "target": self.target,
             "geometry": dataclasses.asdict(self.geometry),
             "vary": self.vary,
+            "fidelity": None if self.fidelity is None else self.fidelity.to_dict(),
             "default_i0": DEFAULT_I0,
             "default_sigma_e": DEFAULT_SIGMA_E,
             "ctdn_version": __version__,
@@ -188,7 +204,10 @@ class SyntheticDataset(PairDataset):
     def phantom(self, p: int, s: int) -> Phantom:
         """The phantom of slice ``s`` of patient number ``p``."""
         kind = self.kinds[p % len(self.kinds)]
-        return generate(kind, seed=_seed(self.seed, p, s, _PHANTOM), size=self.size)
+        if self.fidelity is None:
+            return generate(kind, seed=_seed(self.seed, p, s, _PHANTOM), size=self.size)
+        seeds = {name: _seed(self.seed, p, s, k) for name, k in _FIDELITY_PURPOSES.items()}
+        return generate_fidelity(kind, seed=seeds, size=self.size, config=self.fidelity)
 
     def scanner(self, p: int, s: int) -> dict:
         """The acquisition of slice (p, s): ``geometry``, ``i0``, ``sigma_e`` and ``doses``
@@ -207,9 +226,10 @@ class SyntheticDataset(PairDataset):
                 actual[d] = min(1.0, d * float(jitter.uniform(0.8, 1.25)))
         return {"geometry": g, "i0": i0, "sigma_e": sigma_e, "doses": actual}
 
-    def _simulate(self, p: int, s: int, doses) -> tuple[dict[float, np.ndarray], np.ndarray]:
-        """LDCT at each nominal dose in ``doses`` and the target of slice (p, s), from one projection."""
-        ph = self.phantom(p, s)
+    def _simulate(self, p: int, s: int, doses, ph=None) -> tuple[dict[float, np.ndarray], np.ndarray]:
+        """LDCT at each nominal dose in ``doses`` and the target of slice (p, s), from one projection
+        (of ``ph``, its phantom, when the caller has it)."""
+        ph = self.phantom(p, s) if ph is None else ph
         sc = self.scanner(p, s)
         sim = Simulator(
             sc["geometry"],
@@ -242,16 +262,34 @@ class SyntheticDataset(PairDataset):
         target = ph.hu.astype(np.float32, copy=True) if self.target == "phantom" else recon[len(doses)]
         return ldct, target
 
+    def __getitem__(self, i) -> dict:
+        if self.fidelity is None:
+            return super().__getitem__(i)
+        i = self._index(i)
+        patient, slice_, dose = self._items[i]
+        ldct, ndct, extras = self._load_all(i)
+        item = {"ldct": ldct, "ndct": ndct, "dose": float(dose), "patient": patient, "slice": int(slice_)}
+        return item | extras
+
     def _load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        return self._load_all(i)[:2]
+
+    def _load_all(self, i: int) -> tuple[np.ndarray, np.ndarray, dict]:
+        """(LDCT, target, fidelity extras: {} without fidelity) of item ``i``."""
         p, s, d = self.locate(i)
         if self.cache_dir is None:
-            ldct, target = self._simulate(p, s, [d])
-            return ldct[d], target
+            if self.fidelity is None:
+                ldct, target = self._simulate(p, s, [d])
+                return ldct[d], target, {}
+            ph = self.phantom(p, s)
+            ldct, target = self._simulate(p, s, [d], ph)
+            return ldct[d], target, item_extras(cache_arrays(ph))
         key = f"ldct_{self.doses.index(d)}"
-        data = self._read_cached(p, s, [key, "target"])
+        data = self._read_cached(p, s, [key, "target", *self._extra_keys()])
         if data is None:
             data = self._fill(p, s)
-        return data[key].astype(np.float32), data["target"].astype(np.float32)
+        extras = item_extras(data) if self.fidelity is not None else {}
+        return data[key].astype(np.float32), data["target"].astype(np.float32), extras
 
     # -- cache --------------------------------------------------------------------------------
     def _open_cache(self) -> None:
@@ -286,7 +324,10 @@ class SyntheticDataset(PairDataset):
         return self.cache_dir / f"p{p:04d}_s{s:04d}.npz"
 
     def _keys(self) -> list[str]:
-        return ["target"] + [f"ldct_{k}" for k in range(len(self.doses))]
+        return ["target"] + [f"ldct_{k}" for k in range(len(self.doses))] + self._extra_keys()
+
+    def _extra_keys(self) -> list[str]:
+        return [] if self.fidelity is None else ["lesion_ids", "lesion_table", "organs", "pixel_size_mm"]
 
     def _read_cached(self, p: int, s: int, keys=None) -> dict | None:
         """The stored int16 arrays ``keys`` (default all) of slice (p, s), or None if absent or bad."""
@@ -299,7 +340,10 @@ class SyntheticDataset(PairDataset):
                 if [dose_key(d) for d in stored] != [dose_key(d) for d in self.doses]:
                     raise ValueError(f"it holds doses {stored}, expected {list(self.doses)}")
                 data = {k: z[k] for k in (keys or self._keys())}
+            check_cached(data, self.size)
             for k, v in data.items():
+                if k in self._extra_keys():
+                    continue
                 if v.shape != (self.size, self.size) or v.dtype != np.int16:
                     raise ValueError(f"{k} is {v.dtype} {v.shape}, expected int16 {(self.size, self.size)}")
             return data
@@ -309,8 +353,13 @@ class SyntheticDataset(PairDataset):
 
     def _fill(self, p: int, s: int) -> dict:
         """Simulate every dose and the target of slice (p, s) and store them; returns the arrays."""
-        ldct, target = self._simulate(p, s, self.doses)
+        ph = self.phantom(p, s) if self.fidelity is not None else None
+        ldct, target = (
+            self._simulate(p, s, self.doses, ph) if ph is not None else self._simulate(p, s, self.doses)
+        )
         data = {"target": _to_int16(target)}
+        if ph is not None:
+            data.update(cache_arrays(ph))
         data.update({f"ldct_{k}": _to_int16(ldct[d]) for k, d in enumerate(self.doses)})
         with atomic_path(self.cache_file(p, s)) as tmp, open(tmp, "wb") as f:
             np.savez(f, doses=np.asarray(self.doses, dtype=np.float64), **data)
