@@ -9,6 +9,7 @@ Submodules are imported lazily so ``import ctdn`` stays cheap:
 - :mod:`ctdn.datasets` — Mayo, .npy and synthetic datasets of (LDCT, NDCT, dose) pairs.
 - :mod:`ctdn.metrics` — PSNR, SSIM, RMSE with the project's window conventions.
 - :mod:`ctdn.iq` — task-based image quality (AAPM TG-233): NPS, TTF, model-observer d', lesion contrast.
+- :mod:`ctdn.dose` — the dose of a scan from its image and DICOM header (:func:`estimate_dose`).
 - :mod:`ctdn.qa_phantom` — a TG-233-style QA phantom (water cylinder, inserts) and its simulation.
 - :mod:`ctdn.models` — the reference NAFBlock, NAFNet teacher/student, presets, checkpoints.
 - :mod:`ctdn.backends` — the inference backend registry.
@@ -29,6 +30,8 @@ __all__ = [
     "denoise",
     "Denoiser",
     "load_model",
+    "estimate_dose",
+    "DoseEstimate",
     "hu",
     "phantoms",
     "sim",
@@ -36,6 +39,7 @@ __all__ = [
     "datasets",
     "metrics",
     "iq",
+    "dose",
     "qa_phantom",
     "models",
     "backends",
@@ -50,6 +54,7 @@ _SUBMODULES = {
     "datasets",
     "metrics",
     "iq",
+    "dose",
     "qa_phantom",
     "viz",
     "errors",
@@ -58,7 +63,13 @@ _SUBMODULES = {
     "backends",
     "inference",
 }
-_FUNCTIONS = {"denoise": "ctdn.inference", "Denoiser": "ctdn.inference", "load_model": "ctdn.models"}
+_FUNCTIONS = {
+    "denoise": "ctdn.inference",
+    "Denoiser": "ctdn.inference",
+    "load_model": "ctdn.models",
+    "estimate_dose": "ctdn.dose",
+    "DoseEstimate": "ctdn.dose",
+}
 
 
 def __getattr__(name: str):

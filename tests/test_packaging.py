@@ -77,3 +77,14 @@ def test_an_installed_package_carries_the_runtime_sources_and_the_weights(tmp_pa
     assert build.sources_key(installed) == build.sources_key(ROOT / "csrc")
     assert (tmp_path / "ctdn" / "weights" / "edge.safetensors").is_file()
     assert not list(tmp_path.rglob("_runtime*")), "the extension is built only with CTDN_BUILD_RUNTIME=1"
+
+
+def test_every_subpackage_is_in_setup_py():
+    """setup.py lists its packages: a new folder under ctdn/ left out of it is missing from wheels."""
+    tree = ast.parse((ROOT / "setup.py").read_text())
+    listed = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.keyword) and node.arg == "packages":
+            listed = {ast.literal_eval(e) for e in node.value.elts}
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "ctdn").rglob("__init__.py")}
+    assert found <= listed, f"packages not in setup.py: {sorted(found - listed)}"
