@@ -955,6 +955,12 @@ def main(argv=None) -> int:
         "'none': no comparison)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(  # task-based image quality (issue 23): train/task_quality.py, train/quality_report.py
+        "--task",
+        action="store_true",
+        help="also the task-based report (QA phantom NPS, TTF, d', lesion contrast by size; synthetic "
+        "phantoms whatever --data) as OUT/task-quality.md and OUT/task-quality/*.png, same models and doses",
+    )
     a = p.parse_args(argv)
     try:
         doses = a.doses
@@ -976,6 +982,23 @@ def main(argv=None) -> int:
             progress=not a.quiet,
             paired_with=None if a.paired == ["none"] else a.paired,
         )
+        if a.task:  # task-based image quality (issue 23): synthetic QA phantom and phantom slices
+            from dataclasses import replace
+
+            from .quality_report import run_and_write
+            from .task_quality import DEFAULT
+
+            run_and_write(
+                parse_model_specs(a.model),
+                a.out,
+                "quality",
+                config=replace(DEFAULT, doses=_parse_doses(doses), tune=a.tune_slices),
+                cache=a.cache,
+                convention="ctdn",
+                baselines=res["baselines"],
+                device=a.device,
+                progress=not a.quiet,
+            )
     except CTDNError as exc:
         print(f"ctdn-evaluate: error: {exc}", file=sys.stderr)
         return 2

@@ -8,6 +8,10 @@
   separate tuning slices), BM3D (given the true noise std) and the model;
 - generalisation: the model on parallel-beam pairs, ramp-filter pairs, and with the dose it is told
   off by a factor of 1.5 either way.
+
+With ``--task`` it writes the task-based report instead (``task-NAME.md``, ``.json`` and PNGs: noise
+texture, TTF, d', lesion contrast by size on the QA phantom and the anatomical slices;
+:mod:`ctdn.train.task_quality`, :mod:`ctdn.train.quality_report`).
 """
 
 from __future__ import annotations
@@ -346,7 +350,13 @@ def main(argv=None) -> int:
     p.add_argument(
         "--baselines-only", action="store_true", help="compute and keep the classical baselines only"
     )
+    # Task-based image quality (issue 23): train/task_quality.py computes, train/quality_report.py writes.
+    from . import quality_report
+
+    quality_report.add_arguments(p)
     a = p.parse_args(argv)
+    if a.task:
+        return quality_report.main_from_args(a)
     res = run(
         None if a.baselines_only else a.model,
         a.out,
