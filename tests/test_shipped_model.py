@@ -46,5 +46,9 @@ def test_demo_prints_a_real_improvement(tmp_path, capsys):
     out = capsys.readouterr().out
     rows = dict(re.findall(r"^\s*(input|denoised)\s+[\d.]+\s+[\d.]+\s+([\d.]+)", out, flags=re.M))
     assert float(rows["denoised"]) > float(rows["input"]) + 1.0
+    kept = re.search(r"lesion contrast kept .*: LDCT ([\d.]+), denoised ([\d.]+)", out)
+    ratio = re.search(r"f_avg ratio ([\d.]+)", out)
+    assert kept and ratio, out  # what a reader looks for is printed beside PSNR
+    assert all(0.0 < float(v) < 2.0 for v in (*kept.groups(), ratio.group(1)))
     png = tmp_path / "abdomen_denoised.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
