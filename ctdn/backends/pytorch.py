@@ -42,11 +42,11 @@ class Runner:
 
     def __call__(self, x: np.ndarray, dose: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            xt = (
-                torch.from_numpy(x)
-                .to(self.device, non_blocking=True)
-                .contiguous(memory_format=self.memory_format)
-            )
+            # A buffer of torch's own (aligned as its allocator aligns), not the numpy one: oneDNN's
+            # vectorised kernels take other paths on other alignments, and a numpy buffer's alignment
+            # varies between processes, so the last bits of the output would too.
+            xt = torch.from_numpy(x).to(self.device, non_blocking=True)
+            xt = xt.clone(memory_format=self.memory_format)
             dt = torch.from_numpy(dose).to(self.device)
             with torch.autocast(
                 self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None
